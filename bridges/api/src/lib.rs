@@ -1,0 +1,361 @@
+//! The boundary between ferry's XMPP core and its bridges.
+//!
+//! A bridge knows one foreign network (mail, SMS, feeds) and nothing of XMPP: it never sees
+//! XML or a JID, only an [`AccountId`] (a registered user of this bridge) and [`RemoteId`]s
+//! (foreign identities, opaque to the core). The core owns translation, storage and the
+//! XMPP link; a bridge owns parsing its own addresses, logging in, sending and receiving.
+//!
+//! [`fake`] holds a test double that records what it is asked to send.
+
+#![forbid(unsafe_code)]
+
+pub mod fake;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, watch};
+
+/// Which foreign network a bridge speaks; also the label of its metrics and store rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BridgeKind {
+    Email,
+    Sms,
+    Rss,
+}
+
+impl BridgeKind {
+    pub const ALL: [BridgeKind; 3] = [BridgeKind::Email, BridgeKind::Sms, BridgeKind::Rss];
+
+    /// The short name used in config tables, metrics labels and store rows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BridgeKind::Email => "email",
+            BridgeKind::Sms => "sms",
+            BridgeKind::Rss => "rss",
+        }
+    }
+
+    /// The XEP-0030 identity (category, type) of the gateway domain.
+    pub fn disco_identity(self) -> (&'static str, &'static str) {
+        match self {
+            BridgeKind::Email => ("gateway", "smtp"),
+            BridgeKind::Sms => ("gateway", "sms"),
+            BridgeKind::Rss => ("headline", "rss"),
+        }
+    }
+}
+
+impl fmt::Display for BridgeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A registered user of one bridge, as the store numbers them. Opaque to bridges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountId(pub i64);
+
+/// A foreign identity in the canonical form its bridge chose (an address, an E.164 number,
+/// a feed URL). Only the owning bridge interprets it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RemoteId(pub String);
+
+impl RemoteId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RemoteId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What the core learns when a bridge reads a foreign address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParsedAddress {
+    /// The canonical foreign id; two spellings of one identity give the same id.
+    pub id: RemoteId,
+    /// The JID localpart the bridge would like, unescaped (the core applies XEP-0106).
+    /// For bridges with [`Bridge::localparts_are_derived`] false, the store makes it unique
+    /// by appending `-2`, `-3`, …
+    pub localpart: String,
+    /// How the user spelled it, kept for display and outgoing headers.
+    pub display: String,
+}
+
+/// The user-supplied values of a registration form (field var → value).
+pub type FormValues = BTreeMap<String, String>;
+
+/// Credentials a bridge asked the core to keep (encrypted at rest); field → value.
+pub type Credentials = BTreeMap<String, String>;
+
+/// One field of an XEP-0004 form, without any XML.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FormField {
+    pub var: String,
+    pub kind: FieldKind,
+    pub label: String,
+    pub required: bool,
+    /// The default value offered to the user.
+    pub value: Option<String>,
+    /// For `ListSingle`: (label, value).
+    pub options: Vec<(String, String)>,
+}
+
+/// XEP-0004 field types a bridge may ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldKind {
+    TextSingle,
+    TextPrivate,
+    ListSingle,
+    Boolean,
+    Fixed,
+}
+
+impl FieldKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldKind::TextSingle => "text-single",
+            FieldKind::TextPrivate => "text-private",
+            FieldKind::ListSingle => "list-single",
+            FieldKind::Boolean => "boolean",
+            FieldKind::Fixed => "fixed",
+        }
+    }
+}
+
+impl FormField {
+    pub fn text(var: &str, label: &str, required: bool, value: Option<String>) -> Self {
+        FormField {
+            var: var.to_owned(),
+            kind: FieldKind::TextSingle,
+            label: label.to_owned(),
+            required,
+            value,
+            options: Vec::new(),
+        }
+    }
+
+    pub fn private(var: &str, label: &str, required: bool) -> Self {
+        FormField {
+            kind: FieldKind::TextPrivate,
+            ..FormField::text(var, label, required, None)
+        }
+    }
+}
+
+/// A registration form: instructions and fields. An empty field list means the bridge
+/// needs no credentials (RSS), and registering is a formality.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Form {
+    pub title: String,
+    pub instructions: String,
+    pub fields: Vec<FormField>,
+}
+
+/// A message on its way from a user to the foreign side.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outbound {
+    /// A stable id for this message (the outbox row's), usable as Message-ID material.
+    pub key: String,
+    pub body: String,
+    pub subject: Option<String>,
+    /// The XMPP `<thread/>` value, if any.
+    pub thread: Option<String>,
+    /// The remote message id this replies to (XEP-0461), if the core could map it.
+    pub in_reply_to: Option<String>,
+    /// XEP-0066 / XEP-0363 links to send as attachments or media.
+    pub links: Vec<String>,
+    /// When the user wrote it (XEP-0203 delay), unix milliseconds.
+    pub sent_at_ms: Option<i64>,
+}
+
+/// What a successful send tells the core.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendReceipt {
+    /// The foreign side's id for the message (Message-ID, provider message id).
+    pub remote_message_id: String,
+    /// True when the foreign side has taken the message for good (SMTP 250): the core sends
+    /// the XEP-0184 receipt now. False when a delivery report will follow as
+    /// [`RemoteEvent::Delivered`].
+    pub delivered: bool,
+}
+
+/// A message from the foreign side for the user.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InboundMessage {
+    pub from: Option<RemoteId>,
+    /// The de-duplication key (Message-ID, (UIDVALIDITY, UID), provider id, entry id).
+    pub remote_message_id: String,
+    pub body: String,
+    pub subject: Option<String>,
+    pub thread: Option<String>,
+    /// Display name of the sender, for the XEP-0172 nickname on first contact.
+    pub nick: Option<String>,
+    pub links: Vec<String>,
+    /// Send as `headline` rather than `chat`.
+    pub headline: bool,
+}
+
+/// Whether the upstream (mailbox, provider) works for this user, shown on the gateway's
+/// presence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionStatus {
+    Online(String),
+    Failing(String),
+}
+
+/// What a session reports to the core.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemoteEvent {
+    Message(InboundMessage),
+    /// A delivery report for a message this session sent earlier.
+    Delivered { remote_message_id: String },
+    /// A delivery failure reported after acceptance.
+    Failed {
+        remote_message_id: String,
+        error: BridgeError,
+    },
+    Status(SessionStatus),
+}
+
+/// Where a session pushes its events; the core tags them with the account.
+#[derive(Clone, Debug)]
+pub struct EventSink {
+    account: AccountId,
+    tx: mpsc::Sender<(AccountId, RemoteEvent)>,
+}
+
+impl EventSink {
+    pub fn new(account: AccountId, tx: mpsc::Sender<(AccountId, RemoteEvent)>) -> Self {
+        EventSink { account, tx }
+    }
+
+    pub fn account(&self) -> AccountId {
+        self.account
+    }
+
+    /// Hands an event to the core; fails only when the core is shutting down.
+    pub async fn emit(&self, event: RemoteEvent) -> Result<(), BridgeError> {
+        self.tx
+            .send((self.account, event))
+            .await
+            .map_err(|_| BridgeError::transient("ferry is shutting down"))
+    }
+}
+
+/// Becomes true when the process is shutting down; sessions return from `run` then.
+pub type Shutdown = watch::Receiver<bool>;
+
+/// What kind of failure, so the core can pick the XMPP error condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Retrying later may help (4xx, connection lost, provider down).
+    Transient,
+    /// The address cannot be a foreign id at all.
+    Malformed,
+    /// The address is well-formed but refused (not a mobile number, opted out).
+    NotAcceptable,
+    /// The recipient does not exist or refuses mail.
+    RecipientUnavailable,
+    /// Credentials were refused.
+    NotAuthorized,
+    /// A limit was hit (quota, size).
+    ResourceConstraint,
+    /// The user is not allowed to do this.
+    Forbidden,
+    /// Something else that will not get better by retrying.
+    Permanent,
+}
+
+/// A bridge's error: a kind that says what XMPP condition fits and whether to retry, and a
+/// human text (lowercase, no trailing period) safe to show to the user.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{text}")]
+pub struct BridgeError {
+    pub kind: ErrorKind,
+    pub text: String,
+}
+
+impl BridgeError {
+    pub fn new(kind: ErrorKind, text: impl Into<String>) -> Self {
+        BridgeError {
+            kind,
+            text: text.into(),
+        }
+    }
+    pub fn transient(text: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Transient, text)
+    }
+    pub fn permanent(text: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Permanent, text)
+    }
+    pub fn malformed(text: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Malformed, text)
+    }
+    /// Whether retrying the same operation later can succeed.
+    pub fn is_transient(&self) -> bool {
+        self.kind == ErrorKind::Transient
+    }
+}
+
+/// One per process and foreign network.
+#[async_trait]
+pub trait Bridge: Send + Sync + 'static {
+    fn kind(&self) -> BridgeKind;
+
+    /// A human name for the gateway (disco identity name, vCard).
+    fn display_name(&self) -> String;
+
+    /// XEP-0100 `jabber:iq:gateway` description and prompt.
+    fn gateway_prompt(&self) -> (String, String);
+
+    /// Whether a user must register (give credentials) before using the gateway.
+    fn requires_registration(&self) -> bool;
+
+    /// The registration form offered to `jid` (a bare JID as text, only for choosing
+    /// defaults such as which numbers it may claim).
+    fn registration_form(&self, user: &str) -> Form;
+
+    /// Checks submitted registration values (logging in upstream where there is one) and
+    /// returns the credentials to keep.
+    async fn register(&self, user: &str, values: &FormValues) -> Result<Credentials, BridgeError>;
+
+    /// Reads an address as a user typed it (gateway prompt, commands).
+    fn parse_address(&self, raw: &str) -> Result<ParsedAddress, BridgeError>;
+
+    /// Reads a JID localpart that the store does not know yet, already XEP-0106-unescaped
+    /// by the core. `None` means it cannot name a contact of this bridge.
+    fn parse_localpart(&self, localpart: &str) -> Option<ParsedAddress>;
+
+    /// True when the localpart follows from the id alone (email, SMS): no suffixing needed.
+    fn localparts_are_derived(&self) -> bool;
+
+    /// Starts a session for a registered user.
+    async fn login(
+        &self,
+        account: AccountId,
+        user: &str,
+        credentials: Credentials,
+    ) -> Result<Arc<dyn Session>, BridgeError>;
+
+    /// HTTP routes this bridge serves (webhooks), mounted at the root of `[http]`.
+    fn http_routes(&self) -> Option<axum::Router> {
+        None
+    }
+}
+
+/// One per registered user and bridge.
+#[async_trait]
+pub trait Session: Send + Sync {
+    /// Receives from upstream until `shutdown` turns true, pushing events into `events`.
+    async fn run(&self, events: EventSink, shutdown: Shutdown) -> Result<(), BridgeError>;
+
+    /// Hands one message to the foreign side.
+    async fn send(&self, to: &RemoteId, msg: &Outbound) -> Result<SendReceipt, BridgeError>;
+}

@@ -1,0 +1,517 @@
+//! Streaming XMPP parser: turns bytes from a socket into stream events and whole stanzas,
+//! enforcing limits while it reads, before anything is buffered without bound.
+//!
+//! Refused, with the RFC 6120 stream error condition a caller should send:
+//! - a stanza larger than [`Limits::max_stanza_bytes`] or nested deeper than
+//!   [`Limits::max_depth`] → `policy-violation` (checked on the raw bytes read, so one huge
+//!   text node cannot be buffered whole);
+//! - a DOCTYPE, processing instruction, comment, or entity reference other than the five
+//!   predefined ones and character references → `restricted-xml`;
+//! - anything not well-formed, or an unbound prefix → `not-well-formed`.
+
+use std::borrow::Cow;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use quick_xml::XmlVersion;
+use quick_xml::events::{BytesRef, BytesStart, Event};
+use tokio::io::{AsyncRead, BufReader, ReadBuf};
+
+use super::{Element, NS_STREAM, Node, is_xml_char};
+
+/// Bounds on what a peer may send.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest stanza, in bytes of XML as received.
+    pub max_stanza_bytes: usize,
+    /// Deepest element nesting inside a stanza (the stanza itself is depth 1).
+    pub max_depth: usize,
+    /// Most attributes on one element.
+    pub max_attrs: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_stanza_bytes: 256 * 1024,
+            max_depth: 48,
+            max_attrs: 64,
+        }
+    }
+}
+
+/// Why the stream cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum XmlError {
+    #[error("connection error: {0}")]
+    Io(#[from] io::Error),
+    #[error("stream closed by peer")]
+    Eof,
+    #[error("not well-formed: {0}")]
+    NotWellFormed(String),
+    #[error("restricted xml: {0}")]
+    Restricted(&'static str),
+    #[error("policy violation: {0}")]
+    Policy(String),
+}
+
+impl XmlError {
+    /// The RFC 6120 stream error condition to answer with, if the peer is still there.
+    pub fn condition(&self) -> Option<&'static str> {
+        match self {
+            XmlError::Io(_) | XmlError::Eof => None,
+            XmlError::NotWellFormed(_) => Some("not-well-formed"),
+            XmlError::Restricted(_) => Some("restricted-xml"),
+            XmlError::Policy(_) => Some("policy-violation"),
+        }
+    }
+}
+
+/// What the stream yields.
+#[derive(Debug, PartialEq)]
+pub enum StreamEvent {
+    /// The peer's `<stream:stream>` header (attributes only).
+    Open(Element),
+    /// A complete top-level element (a stanza, `<handshake/>`, `<stream:error>`).
+    Stanza(Element),
+    /// The peer closed the stream with `</stream:stream>`.
+    Close,
+}
+
+/// An element being built, with the namespace bindings it declared.
+struct Frame {
+    element: Element,
+    /// (prefix, namespace) declared on this element; `""` is the default namespace.
+    bindings: Vec<(String, String)>,
+}
+
+/// The parser state shared by the streaming and the one-shot front ends.
+struct Builder {
+    limits: Limits,
+    /// Bindings of the stream root (and the implicit ones of a one-shot parse).
+    root_bindings: Vec<(String, String)>,
+    /// True once `<stream:stream>` was seen, or from the start for a one-shot parse.
+    in_stream: bool,
+    /// The open elements of the current stanza.
+    stack: Vec<Frame>,
+}
+
+const NS_XML: &str = "http://www.w3.org/XML/1998/namespace";
+
+impl Builder {
+    fn new(limits: Limits) -> Self {
+        Builder {
+            limits,
+            root_bindings: Vec::new(),
+            in_stream: false,
+            stack: Vec::new(),
+        }
+    }
+
+    fn resolve(&self, prefix: &str, own: &[(String, String)]) -> Option<String> {
+        if prefix == "xml" {
+            return Some(NS_XML.to_owned());
+        }
+        own.iter()
+            .rev()
+            .chain(self.stack.iter().rev().flat_map(|f| f.bindings.iter().rev()))
+            .chain(self.root_bindings.iter().rev())
+            .find(|(p, _)| p == prefix)
+            .map(|(_, ns)| ns.clone())
+            .or_else(|| prefix.is_empty().then(String::new))
+    }
+
+    /// Reads a start tag into an element and its namespace bindings.
+    fn open(&self, start: &BytesStart<'_>) -> Result<Frame, XmlError> {
+        let mut bindings = Vec::new();
+        let mut attrs = Vec::new();
+        for (n, attr) in start.attributes().enumerate() {
+            if n >= self.limits.max_attrs {
+                return Err(XmlError::Policy("too many attributes".into()));
+            }
+            let attr = attr.map_err(|e| XmlError::NotWellFormed(e.to_string()))?;
+            let key = attr.key.0;
+            let value = attr
+                .normalized_value(XmlVersion::Implicit1_0)
+                .map_err(|_| XmlError::Restricted("entity reference in attribute"))?;
+            if value.chars().any(|c| !is_xml_char(c)) {
+                return Err(XmlError::NotWellFormed("illegal character".into()));
+            }
+            if key == "xmlns" {
+                bindings.push((String::new(), value.into_owned()));
+            } else if let Some(p) = key.strip_prefix("xmlns:") {
+                bindings.push((p.to_owned(), value.into_owned()));
+            } else {
+                attrs.push((key.to_owned(), value.into_owned()));
+            }
+        }
+        let qname = start.name().0;
+        let (prefix, local) = match qname.split_once(':') {
+            Some((p, l)) => (p, l),
+            None => ("", qname),
+        };
+        let ns = self
+            .resolve(prefix, &bindings)
+            .ok_or_else(|| XmlError::NotWellFormed(format!("unbound prefix {prefix}")))?;
+        for (k, _) in &attrs {
+            if let Some((p, _)) = k.split_once(':')
+                && self.resolve(p, &bindings).is_none()
+            {
+                return Err(XmlError::NotWellFormed(format!("unbound prefix {p}")));
+            }
+        }
+        Ok(Frame {
+            element: Element {
+                name: local.to_owned(),
+                ns,
+                attrs,
+                children: Vec::new(),
+            },
+            bindings,
+        })
+    }
+
+    fn push_text(&mut self, text: Cow<'_, str>) -> Result<(), XmlError> {
+        if text.chars().any(|c| !is_xml_char(c)) {
+            return Err(XmlError::NotWellFormed("illegal character".into()));
+        }
+        match self.stack.last_mut() {
+            Some(frame) => {
+                if let Some(Node::Text(t)) = frame.element.children.last_mut() {
+                    t.push_str(&text);
+                } else {
+                    frame.element.children.push(Node::Text(text.into_owned()));
+                }
+                Ok(())
+            }
+            // Between stanzas only whitespace is allowed.
+            None if text.chars().all(char::is_whitespace) => Ok(()),
+            None => Err(XmlError::NotWellFormed("text outside a stanza".into())),
+        }
+    }
+
+    fn reference(&mut self, r: &BytesRef<'_>) -> Result<(), XmlError> {
+        let c = if r.is_char_ref() {
+            match r.resolve_char_ref() {
+                Ok(Some(c)) if is_xml_char(c) => c,
+                _ => return Err(XmlError::NotWellFormed("bad character reference".into())),
+            }
+        } else {
+            match &**r {
+                "lt" => '<',
+                "gt" => '>',
+                "amp" => '&',
+                "apos" => '\'',
+                "quot" => '"',
+                _ => return Err(XmlError::Restricted("entity reference")),
+            }
+        };
+        let mut buf = [0u8; 4];
+        self.push_text(Cow::Borrowed(c.encode_utf8(&mut buf)))
+    }
+
+    /// Feeds one event; returns a stream event when one is complete.
+    fn event(&mut self, ev: Event<'_>) -> Result<Option<StreamEvent>, XmlError> {
+        match ev {
+            Event::Decl(_) if !self.in_stream && self.stack.is_empty() => Ok(None),
+            Event::Start(start) if !self.in_stream => {
+                let frame = self.open(&start)?;
+                if !frame.element.is("stream", NS_STREAM) {
+                    return Err(XmlError::NotWellFormed("expected <stream:stream>".into()));
+                }
+                self.in_stream = true;
+                self.root_bindings = frame.bindings;
+                Ok(Some(StreamEvent::Open(frame.element)))
+            }
+            Event::Start(start) => {
+                if self.stack.len() >= self.limits.max_depth {
+                    return Err(XmlError::Policy("elements nested too deep".into()));
+                }
+                let frame = self.open(&start)?;
+                self.stack.push(frame);
+                Ok(None)
+            }
+            Event::Empty(start) if self.in_stream => {
+                let frame = self.open(&start)?;
+                Ok(self.close(frame.element))
+            }
+            Event::End(_) if self.stack.is_empty() && self.in_stream => {
+                Ok(Some(StreamEvent::Close))
+            }
+            Event::End(_) => match self.stack.pop() {
+                Some(frame) => Ok(self.close(frame.element)),
+                None => Err(XmlError::NotWellFormed("unexpected end tag".into())),
+            },
+            Event::Text(t) => self.push_text(t.xml10_content()).map(|()| None),
+            Event::CData(t) => self.push_text(t.xml10_content()).map(|()| None),
+            Event::GeneralRef(r) => self.reference(&r).map(|()| None),
+            Event::DocType(_) => Err(XmlError::Restricted("DOCTYPE")),
+            Event::PI(_) => Err(XmlError::Restricted("processing instruction")),
+            Event::Comment(_) => Err(XmlError::Restricted("comment")),
+            Event::Eof => Err(XmlError::Eof),
+            Event::Decl(_) | Event::Empty(_) => {
+                Err(XmlError::NotWellFormed("unexpected markup".into()))
+            }
+        }
+    }
+
+    /// Attaches a finished element to its parent, or yields it when it is top-level.
+    fn close(&mut self, element: Element) -> Option<StreamEvent> {
+        match self.stack.last_mut() {
+            Some(parent) => {
+                parent.element.children.push(Node::Element(element));
+                None
+            }
+            None => Some(StreamEvent::Stanza(element)),
+        }
+    }
+}
+
+fn map_quick_err(e: quick_xml::Error) -> XmlError {
+    match e {
+        quick_xml::Error::Io(io) => XmlError::Io(io::Error::new(io.kind(), io.to_string())),
+        quick_xml::Error::Escape(_) => XmlError::Restricted("entity reference"),
+        other => XmlError::NotWellFormed(other.to_string()),
+    }
+}
+
+/// Parses one standalone element (tests, benchmarks, fixtures); `default_ns` is the
+/// namespace an unqualified root gets, as if it arrived on a stream with that default.
+pub fn parse_element(xml: &str, default_ns: &str) -> Result<Element, XmlError> {
+    let mut b = Builder::new(Limits::default());
+    b.in_stream = true;
+    b.root_bindings.push((String::new(), default_ns.to_owned()));
+    if xml.len() > b.limits.max_stanza_bytes {
+        return Err(XmlError::Policy("stanza too large".into()));
+    }
+    let mut reader = quick_xml::Reader::from_str(xml);
+    loop {
+        let ev = reader.read_event().map_err(map_quick_err)?;
+        if let Event::Eof = ev {
+            return Err(XmlError::NotWellFormed("incomplete element".into()));
+        }
+        match b.event(ev)? {
+            Some(StreamEvent::Stanza(e)) => return Ok(e),
+            Some(_) => return Err(XmlError::NotWellFormed("not an element".into())),
+            None => {}
+        }
+    }
+}
+
+/// Counts the bytes pulled from the socket since the last reset, and fails the read when a
+/// stanza would exceed its budget: this is what stops one huge token before it is buffered.
+struct Budget<R> {
+    inner: R,
+    used: usize,
+    limit: usize,
+    exceeded: bool,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Budget<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.used >= self.limit {
+            self.exceeded = true;
+            return Poll::Ready(Err(io::Error::other("stanza size limit exceeded")));
+        }
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.used += n;
+        res
+    }
+}
+
+/// Reads an XMPP stream from a socket half, yielding stream events within [`Limits`].
+pub struct StreamReader<R> {
+    reader: quick_xml::Reader<BufReader<Budget<R>>>,
+    builder: Builder,
+    buf: Vec<u8>,
+    /// Byte offset where the current stanza began, for the exact size check.
+    stanza_start: u64,
+}
+
+/// How much the socket read-ahead may overshoot the stanza limit before reads fail.
+const READ_AHEAD: usize = 16 * 1024;
+
+impl<R: AsyncRead + Unpin> StreamReader<R> {
+    pub fn new(inner: R, limits: Limits) -> Self {
+        let budget = Budget {
+            inner,
+            used: 0,
+            limit: limits.max_stanza_bytes + 2 * READ_AHEAD,
+            exceeded: false,
+        };
+        let mut reader = quick_xml::Reader::from_reader(BufReader::with_capacity(READ_AHEAD, budget));
+        let config = reader.config_mut();
+        config.check_end_names = true;
+        config.expand_empty_elements = false;
+        config.trim_text(false);
+        StreamReader {
+            reader,
+            builder: Builder::new(limits),
+            buf: Vec::with_capacity(4096),
+            stanza_start: 0,
+        }
+    }
+
+    /// The next stream event; an error ends the stream.
+    pub async fn next(&mut self) -> Result<StreamEvent, XmlError> {
+        loop {
+            let at_top = self.builder.stack.is_empty();
+            if at_top {
+                self.stanza_start = self.reader.buffer_position();
+                let budget = self.reader.get_mut().get_mut();
+                budget.used = 0;
+            }
+            self.buf.clear();
+            let ev = match self.reader.read_event_into_async(&mut self.buf).await {
+                Ok(ev) => ev,
+                Err(e) => {
+                    if self.reader.get_ref().get_ref().exceeded {
+                        return Err(XmlError::Policy("stanza too large".into()));
+                    }
+                    return Err(map_quick_err(e));
+                }
+            };
+            let size = self.reader.buffer_position() - self.stanza_start;
+            if size > self.builder.limits.max_stanza_bytes as u64 {
+                return Err(XmlError::Policy("stanza too large".into()));
+            }
+            if let Some(out) = self.builder.event(ev)? {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xml::{NS_COMPONENT, NS_STREAM_ERRORS};
+
+    const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' id='abc' from='gw.example'>";
+
+    async fn events(input: &str) -> (Vec<StreamEvent>, Option<XmlError>) {
+        let mut r = StreamReader::new(input.as_bytes(), Limits::default());
+        let mut out = Vec::new();
+        loop {
+            match r.next().await {
+                Ok(ev) => out.push(ev),
+                Err(XmlError::Eof) => return (out, None),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_header_stanzas_and_close() {
+        let input = format!(
+            "{HEADER}<handshake/>  <message to='a@b' id='m1'><body>x &lt; y &#x263A;</body></message><stream:error><conflict xmlns='{NS_STREAM_ERRORS}'/></stream:error></stream:stream>"
+        );
+        let (evs, err) = events(&input).await;
+        assert!(err.is_none(), "{err:?}");
+        assert!(matches!(&evs[0], StreamEvent::Open(e) if e.attr("id") == Some("abc")));
+        assert!(matches!(&evs[1], StreamEvent::Stanza(e) if e.is("handshake", NS_COMPONENT)));
+        let StreamEvent::Stanza(m) = &evs[2] else {
+            panic!("not a stanza")
+        };
+        assert_eq!(m.child_text("body", NS_COMPONENT).as_deref(), Some("x < y ☺"));
+        assert!(matches!(&evs[3], StreamEvent::Stanza(e) if e.is("error", NS_STREAM)
+            && e.child("conflict", NS_STREAM_ERRORS).is_some()));
+        assert_eq!(evs[4], StreamEvent::Close);
+    }
+
+    #[tokio::test]
+    async fn stanza_split_across_reads_is_assembled() {
+        let input = format!("{HEADER}<message><body>one</body></message>");
+        let (client, mut server) = tokio::io::duplex(7);
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            for chunk in input.as_bytes().chunks(5) {
+                server.write_all(chunk).await.expect("write");
+            }
+        });
+        let mut r = StreamReader::new(client, Limits::default());
+        assert!(matches!(r.next().await, Ok(StreamEvent::Open(_))));
+        let Ok(StreamEvent::Stanza(m)) = r.next().await else {
+            panic!("no stanza")
+        };
+        assert_eq!(m.child_text("body", NS_COMPONENT).as_deref(), Some("one"));
+        writer.await.expect("writer");
+    }
+
+    #[tokio::test]
+    async fn doctype_is_restricted() {
+        let input = "<?xml version='1.0'?><!DOCTYPE lol [<!ENTITY a 'aaaa'>]><stream:stream xmlns:stream='http://etherx.jabber.org/streams'>";
+        let (_, err) = events(input).await;
+        assert_eq!(err.and_then(|e| e.condition()), Some("restricted-xml"));
+    }
+
+    #[tokio::test]
+    async fn custom_entities_comments_and_pis_are_restricted() {
+        for bad in [
+            "<message><body>&lol;</body></message>",
+            "<message foo='&lol;'/>",
+            "<!-- hi --><message/>",
+            "<message><?pi x?></message>",
+        ] {
+            let (_, err) = events(&format!("{HEADER}{bad}")).await;
+            assert_eq!(err.and_then(|e| e.condition()), Some("restricted-xml"), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_stanza_is_a_policy_violation_without_buffering_it() {
+        // One text node far larger than the limit: refused by the byte budget.
+        let big = "a".repeat(2 * 1024 * 1024);
+        let (_, err) = events(&format!("{HEADER}<message><body>{big}</body></message>")).await;
+        assert_eq!(err.and_then(|e| e.condition()), Some("policy-violation"));
+        // Just over the limit in many small events: refused by the exact count.
+        let many = "<x/>".repeat(70 * 1024);
+        let (_, err) = events(&format!("{HEADER}<message>{many}</message>")).await;
+        assert_eq!(err.and_then(|e| e.condition()), Some("policy-violation"));
+    }
+
+    #[tokio::test]
+    async fn a_stanza_just_under_the_limit_passes() {
+        let body = "b".repeat(200 * 1024);
+        let (evs, err) = events(&format!("{HEADER}<message><body>{body}</body></message>")).await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(evs.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn deep_nesting_is_a_policy_violation() {
+        let deep = "<a>".repeat(10_000);
+        let (_, err) = events(&format!("{HEADER}<message>{deep}")).await;
+        assert_eq!(err.and_then(|e| e.condition()), Some("policy-violation"));
+    }
+
+    #[tokio::test]
+    async fn malformed_input_is_not_well_formed() {
+        for bad in [
+            "<message></iq>",
+            "<message><x:y/></message>",
+            "text at top level",
+            "<message><body>\u{1}</body></message>",
+        ] {
+            let (_, err) = events(&format!("{HEADER}{bad}")).await;
+            assert_eq!(err.and_then(|e| e.condition()), Some("not-well-formed"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn prefixed_children_resolve_their_namespace() {
+        let e = parse_element(
+            "<message xmlns:r='urn:xmpp:receipts'><r:request/></message>",
+            NS_COMPONENT,
+        )
+        .expect("parses");
+        assert!(e.child("request", "urn:xmpp:receipts").is_some());
+    }
+}
