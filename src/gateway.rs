@@ -1,0 +1,421 @@
+//! One bridge's gateway domain: carries out the router's decisions. It owns the link's
+//! outgoing queue, the bridge, and the per-user sessions, and it is where the XMPP side and
+//! the bridge side meet (see [`crate::service`] for what the domain answers itself,
+//! [`crate::outbox`] and [`crate::relay`] for the two message directions).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use ferry_bridge_api::{AccountId, Bridge, BridgeKind, ParsedAddress, RemoteEvent, SessionStatus};
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::component::Outgoing;
+use crate::config::XmppConfig;
+use crate::jid;
+use crate::metrics::Metrics;
+use crate::router::{self, Access, Route};
+use crate::stanza::{self, Condition, Kind, Stanza, ns};
+use crate::store::{Identity, NewOutbox, Store};
+use crate::xml::{Element, NS_COMPONENT};
+
+impl Access for XmppConfig {
+    fn is_allowed(&self, bare_jid: &str) -> bool {
+        XmppConfig::is_allowed(self, bare_jid)
+    }
+    fn is_admin(&self, bare_jid: &str) -> bool {
+        XmppConfig::is_admin(self, bare_jid)
+    }
+}
+
+/// A running session of one registered user.
+pub struct SessionEntry {
+    /// The user's bare JID.
+    pub user: String,
+    /// Present once login succeeded; the outbox waits while it is absent.
+    pub session: Option<Arc<dyn ferry_bridge_api::Session>>,
+    /// What the gateway's presence tells this user.
+    pub status: SessionStatus,
+    /// Stops this session alone (unregistering) without stopping the process.
+    pub stop: watch::Sender<bool>,
+}
+
+/// Everything one gateway domain needs.
+pub struct Gateway {
+    pub kind: BridgeKind,
+    /// The component's JID.
+    pub domain: String,
+    pub bridge: Arc<dyn Bridge>,
+    pub store: Store,
+    /// The link's writer queue.
+    pub out: Outgoing,
+    /// Who may use it, and who administers it.
+    pub access: XmppConfig,
+    pub metrics: Metrics,
+    /// Registered users' sessions by account.
+    pub sessions: Mutex<HashMap<AccountId, SessionEntry>>,
+    /// Wakes the outbox worker when a message is queued.
+    pub outbox_wake: Notify,
+    /// Where sessions push their events (the relay reads the other end).
+    pub events: mpsc::Sender<(AccountId, RemoteEvent)>,
+    /// Process shutdown.
+    pub shutdown: watch::Receiver<bool>,
+    /// When the gateway started, for `status`.
+    pub started: Instant,
+    /// Whether the component link is up, for `status` and `/healthz`.
+    pub connected: watch::Receiver<bool>,
+}
+
+/// The payload the core keeps in an outbox row: what the bridge needs to send, and what the
+/// core needs to answer the user afterwards.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Default)]
+pub struct OutboxPayload {
+    pub body: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
+    /// The XMPP id of the message this replies to (XEP-0461).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at_ms: Option<i64>,
+    /// The contact's bare JID, the `from` of receipts and errors.
+    pub contact: String,
+}
+
+impl Gateway {
+    pub fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<AccountId, SessionEntry>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends a stanza out through the link.
+    pub async fn send(&self, e: Element) {
+        self.out.send(e).await;
+    }
+
+    /// Handles stanzas in the order they arrived. Messages are stored before the next
+    /// stanza is looked at, so an IQ answered later proves earlier messages are safe; IQs
+    /// that may take long (registration logs in upstream) run on their own task.
+    pub async fn run_router(self: Arc<Self>, mut rx: mpsc::Receiver<Element>) {
+        while let Some(el) = rx.recv().await {
+            self.handle(el).await;
+        }
+    }
+
+    /// Carries out the routing decision for one element.
+    pub async fn handle(self: &Arc<Self>, el: Element) {
+        let st = match Stanza::from_element(el) {
+            Ok(st) => st,
+            Err(e) => {
+                tracing::debug!(domain = %self.domain, "ignoring element: {e}");
+                return;
+            }
+        };
+        match router::route(&st, &self.domain, &self.access) {
+            Route::Ignore => {}
+            Route::Reject(cond) => self.reject(&st, cond, None).await,
+            Route::DomainIq => {
+                let me = Arc::clone(self);
+                tokio::spawn(async move { me.domain_iq(st).await });
+            }
+            Route::DomainMessage => self.chat_command(&st).await,
+            Route::DomainPresence => self.domain_presence(&st).await,
+            Route::ContactIq(local) => self.contact_iq(&st, &local).await,
+            Route::ContactMessage(local) => self.contact_message(&st, &local).await,
+            Route::ContactPresence(local) => self.contact_presence(&st, &local).await,
+        }
+    }
+
+    /// Answers with an error, unless the stanza may not be answered with one.
+    pub async fn reject(&self, st: &Stanza, cond: Condition, text: Option<&str>) {
+        if let Some(reply) = st.error_reply(cond, text) {
+            self.send(reply).await;
+        }
+    }
+
+    /// The account of a registered user, if any.
+    pub async fn account_of(&self, bare: &str) -> Option<AccountId> {
+        match self.store.account(self.kind, bare).await {
+            Ok(a) => a.map(|a| a.id),
+            Err(e) => {
+                tracing::error!(domain = %self.domain, "store: {e}");
+                None
+            }
+        }
+    }
+
+    /// The account to act for: the registered one, or for bridges that need no
+    /// registration, one created on first use.
+    pub async fn account_for_use(self: &Arc<Self>, bare: &str) -> Result<AccountId, Condition> {
+        if let Some(a) = self.account_of(bare).await {
+            return Ok(a);
+        }
+        if self.bridge.requires_registration() {
+            return Err(Condition::RegistrationRequired);
+        }
+        match self
+            .store
+            .upsert_account(self.kind, bare, &Default::default())
+            .await
+        {
+            Ok(id) => {
+                self.start_session(id, bare.to_owned(), Default::default());
+                Ok(id)
+            }
+            Err(e) => {
+                tracing::error!(domain = %self.domain, "store: {e}");
+                Err(Condition::InternalServerError)
+            }
+        }
+    }
+
+    /// Finds (or creates, when the bridge can read it) the identity behind a localpart.
+    pub async fn resolve_contact(&self, local: &str) -> Result<Identity, Condition> {
+        match self.store.identity_by_localpart(self.kind, local).await {
+            Ok(Some(id)) => return Ok(id),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(domain = %self.domain, "store: {e}");
+                return Err(Condition::InternalServerError);
+            }
+        }
+        let raw = jid::unescape_node(local);
+        let parsed = self.bridge.parse_localpart(&raw).ok_or(Condition::ItemNotFound)?;
+        self.ensure_identity(&parsed).await
+    }
+
+    /// Records (or finds) the identity for an address the bridge has read.
+    pub async fn ensure_identity(&self, parsed: &ParsedAddress) -> Result<Identity, Condition> {
+        let local = jid::escape_node(&parsed.localpart);
+        self.store
+            .ensure_identity(
+                self.kind,
+                parsed.id.as_str(),
+                &local,
+                Some(parsed.display.as_str()),
+                self.bridge.localparts_are_derived(),
+            )
+            .await
+            .map_err(|e| {
+                tracing::error!(domain = %self.domain, "store: {e}");
+                Condition::InternalServerError
+            })
+    }
+
+    /// The bare JID of a contact.
+    pub fn contact_jid(&self, identity: &Identity) -> String {
+        format!("{}@{}", identity.localpart, self.domain)
+    }
+
+    /// A message to a contact: checked, then stored in the outbox before anything else.
+    async fn contact_message(self: &Arc<Self>, st: &Stanza, local: &str) {
+        let body = st.el.child_text("body", NS_COMPONENT).unwrap_or_default();
+        let links: Vec<String> = st
+            .el
+            .elements()
+            .filter(|e| e.is("x", ns::OOB))
+            .filter_map(|x| x.child_text("url", ns::OOB))
+            .filter(|u| !u.is_empty())
+            .collect();
+        if body.trim().is_empty() && links.is_empty() {
+            // Chat states, receipts, markers: nothing to deliver.
+            return;
+        }
+        let user = jid::bare(&st.from);
+        let account = match self.account_for_use(&user).await {
+            Ok(a) => a,
+            Err(cond) => return self.reject(st, cond, None).await,
+        };
+        let identity = match self.resolve_contact(local).await {
+            Ok(i) => i,
+            Err(cond) => {
+                let text = (cond == Condition::ItemNotFound)
+                    .then(|| format!("{local} is not an address this gateway can reach"));
+                return self.reject(st, cond, text.as_deref()).await;
+            }
+        };
+        let payload = OutboxPayload {
+            body,
+            subject: st.el.child_text("subject", NS_COMPONENT).filter(|s| !s.is_empty()),
+            thread: st.el.child_text("thread", NS_COMPONENT).filter(|s| !s.is_empty()),
+            reply_to: st
+                .el
+                .child("reply", ns::REPLY)
+                .and_then(|r| r.attr("id"))
+                .map(str::to_owned),
+            links,
+            sent_at_ms: None,
+            contact: self.contact_jid(&identity),
+        };
+        let payload = match serde_json::to_string(&payload) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("cannot encode outbox payload: {e}");
+                return self.reject(st, Condition::InternalServerError, None).await;
+            }
+        };
+        let row = NewOutbox {
+            bridge: self.kind,
+            account,
+            recipient: identity.remote_id.clone(),
+            payload,
+            from_jid: st.from.as_str().to_owned(),
+            stanza_id: st.id.clone(),
+            want_receipt: st.el.child("request", ns::RECEIPTS).is_some(),
+        };
+        match self.store.enqueue(&row).await {
+            Ok(_) => {
+                self.metrics.message(self.kind.as_str(), "out", "accepted");
+                self.outbox_wake.notify_one();
+            }
+            Err(e) => {
+                tracing::error!(domain = %self.domain, "cannot store outbound message: {e}");
+                self.metrics.message(self.kind.as_str(), "out", "error");
+                self.reject(st, Condition::InternalServerError, Some("could not store the message"))
+                    .await;
+            }
+        }
+    }
+
+    /// IQs to a contact: disco#info, vCard, ping.
+    async fn contact_iq(&self, st: &Stanza, local: &str) {
+        let Some(payload) = st.payload() else {
+            return self.reject(st, Condition::BadRequest, None).await;
+        };
+        let identity = match self.resolve_contact(local).await {
+            Ok(i) => i,
+            Err(cond) => return self.reject(st, cond, None).await,
+        };
+        let reply = match (st.typ.as_str(), payload.ns.as_str()) {
+            ("get", ns::DISCO_INFO) if payload.attr("node").is_none() => {
+                let mut q = Element::new("query", ns::DISCO_INFO).with_child(
+                    Element::new("identity", ns::DISCO_INFO)
+                        .with_attr("category", "client")
+                        .with_attr("type", "pc")
+                        .with_attr("name", identity.display.as_deref().unwrap_or(&identity.remote_id)),
+                );
+                for f in [ns::DISCO_INFO, ns::VCARD, ns::RECEIPTS, ns::PING] {
+                    q.push(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
+                }
+                Some(q)
+            }
+            ("get", ns::DISCO_ITEMS) => Some(Element::new("query", ns::DISCO_ITEMS)),
+            ("get", ns::PING) => None,
+            ("get", ns::VCARD) => {
+                let name = identity
+                    .display
+                    .clone()
+                    .unwrap_or_else(|| identity.remote_id.clone());
+                Some(
+                    Element::new("vCard", ns::VCARD)
+                        .with_child(Element::text_child("FN", ns::VCARD, name.clone()))
+                        .with_child(Element::text_child("NICKNAME", ns::VCARD, name))
+                        .with_child(Element::text_child("NOTE", ns::VCARD, identity.remote_id.clone())),
+                )
+            }
+            _ => return self.reject(st, Condition::ServiceUnavailable, None).await,
+        };
+        self.send(st.iq_result(reply)).await;
+    }
+
+    /// Presence to a contact: subscriptions are accepted, probes answered.
+    async fn contact_presence(&self, st: &Stanza, local: &str) {
+        let identity = match self.resolve_contact(local).await {
+            Ok(i) => i,
+            Err(cond) => {
+                if st.typ == "subscribe" {
+                    self.send(stanza::presence(st.to.as_str(), &jid::bare(&st.from), Some("unsubscribed")))
+                        .await;
+                }
+                tracing::debug!("presence for unknown contact {local}: {}", cond.as_str());
+                return;
+            }
+        };
+        let contact = self.contact_jid(&identity);
+        let user = jid::bare(&st.from);
+        match st.typ.as_str() {
+            "subscribe" => {
+                self.send(stanza::presence(&contact, &user, Some("subscribed"))).await;
+                self.send(stanza::presence(&contact, &user, None)).await;
+            }
+            "probe" => self.send(stanza::presence(&contact, &user, None)).await,
+            "unsubscribe" => {
+                self.send(stanza::presence(&contact, &user, Some("unsubscribed"))).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// The gateway's presence for a user, from their session's state.
+    pub fn gateway_presence(&self, user: &str) -> Element {
+        let status = self
+            .lock_sessions()
+            .values()
+            .find(|s| s.user == user)
+            .map(|s| s.status.clone());
+        let mut p = stanza::presence(&self.domain, user, None);
+        match status {
+            Some(SessionStatus::Online(text)) => {
+                if !text.is_empty() {
+                    p.push(Element::text_child("status", NS_COMPONENT, text));
+                }
+            }
+            Some(SessionStatus::Failing(text)) => {
+                p.push(Element::text_child("show", NS_COMPONENT, "xa"));
+                p.push(Element::text_child("status", NS_COMPONENT, text));
+            }
+            None => {
+                p.set_attr("type", "unavailable");
+            }
+        }
+        p
+    }
+
+    /// Presence addressed to the gateway domain (XEP-0100 §6).
+    async fn domain_presence(&self, st: &Stanza) {
+        let user = jid::bare(&st.from);
+        let registered = self.account_of(&user).await.is_some();
+        match st.typ.as_str() {
+            "subscribe" => {
+                if registered || !self.bridge.requires_registration() {
+                    self.send(stanza::presence(&self.domain, &user, Some("subscribed"))).await;
+                    self.send(self.gateway_presence(&user)).await;
+                } else {
+                    self.send(stanza::presence(&self.domain, &user, Some("unsubscribed"))).await;
+                }
+            }
+            "probe" | "available" => {
+                if registered {
+                    self.send(self.gateway_presence(&user)).await;
+                } else if st.typ == "probe" {
+                    self.send(stanza::presence(&self.domain, &user, Some("unavailable"))).await;
+                }
+            }
+            "unsubscribe" => {
+                self.send(stanza::presence(&self.domain, &user, Some("unsubscribed"))).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// Tells every user of this gateway how it is doing, e.g. after the link came back.
+    pub async fn broadcast_presence(&self) {
+        let users: Vec<String> = self.lock_sessions().values().map(|s| s.user.clone()).collect();
+        for u in users {
+            self.send(self.gateway_presence(&u)).await;
+        }
+    }
+
+    /// Is this stanza from an admin?
+    pub fn is_admin(&self, st: &Stanza) -> bool {
+        self.access.is_admin(&jid::bare(&st.from))
+    }
+
+    /// Whether the kind of stanza is an IQ get (for tests and the service).
+    pub fn is_get(st: &Stanza) -> bool {
+        st.kind == Kind::Iq && st.typ == "get"
+    }
+}

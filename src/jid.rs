@@ -1,0 +1,139 @@
+//! JIDs: parsing and normalising through the `jid` crate, and XEP-0106 escaping of
+//! localparts so that foreign ids with `@`, spaces or slashes can live in a JID.
+
+pub use jid::Jid;
+
+/// The ten characters XEP-0106 escapes, with their escape codes.
+const ESCAPES: [(char, &str); 10] = [
+    (' ', "20"),
+    ('"', "22"),
+    ('&', "26"),
+    ('\'', "27"),
+    ('/', "2f"),
+    (':', "3a"),
+    ('<', "3c"),
+    ('>', "3e"),
+    ('@', "40"),
+    ('\\', "5c"),
+];
+
+fn code_at(s: &str) -> Option<char> {
+    let hex = s.get(..2)?;
+    ESCAPES
+        .iter()
+        .find(|(_, code)| code.eq_ignore_ascii_case(hex))
+        .map(|(c, _)| *c)
+}
+
+/// Escapes a string for use as a JID localpart (XEP-0106 §4.2). A backslash is escaped only
+/// where it would otherwise start an escape sequence.
+pub fn escape_node(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for (i, c) in s.char_indices() {
+        if c == '\\' {
+            if code_at(&s[i + 1..]).is_some() {
+                out.push_str("\\5c");
+            } else {
+                out.push('\\');
+            }
+            continue;
+        }
+        match ESCAPES.iter().find(|(e, _)| *e == c) {
+            Some((_, code)) => {
+                out.push('\\');
+                out.push_str(code);
+            }
+            None => out.push(c),
+        }
+    }
+    out
+}
+
+/// Reverses [`escape_node`]: every `\XX` that is one of the ten codes becomes its character.
+pub fn unescape_node(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('\\') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        match code_at(after) {
+            Some(c) => {
+                out.push(c);
+                rest = &after[2..];
+            }
+            None => {
+                out.push('\\');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Parses and normalises a JID from a stanza attribute.
+pub fn parse(s: &str) -> Option<Jid> {
+    Jid::new(s).ok()
+}
+
+/// The bare form (`node@domain` or `domain`) of a JID, as text.
+pub fn bare(j: &Jid) -> String {
+    j.to_bare().into_inner()
+}
+
+/// The localpart of a JID as text, if any.
+pub fn node(j: &Jid) -> Option<&str> {
+    j.node().map(|n| n.as_str())
+}
+
+/// The domain of a JID as text.
+pub fn domain(j: &Jid) -> &str {
+    j.domain().as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xep0106_examples_round_trip() {
+        // Examples from XEP-0106 §5.
+        for (raw, escaped) in [
+            ("space cadet", "space\\20cadet"),
+            ("call me \"ishmael\"", "call\\20me\\20\\22ishmael\\22"),
+            ("at&t guy", "at\\26t\\20guy"),
+            ("d'artagnan", "d\\27artagnan"),
+            ("/.fanboy", "\\2f.fanboy"),
+            ("::foo::", "\\3a\\3afoo\\3a\\3a"),
+            ("<foo>", "\\3cfoo\\3e"),
+            ("user@host", "user\\40host"),
+            ("c:\\net", "c\\3a\\net"),
+            ("c:\\\\net", "c\\3a\\\\net"),
+            ("c:\\cool stuff", "c\\3a\\cool\\20stuff"),
+            ("c:\\5commas", "c\\3a\\5c5commas"),
+        ] {
+            assert_eq!(escape_node(raw), escaped, "escape {raw}");
+            assert_eq!(unescape_node(escaped), raw, "unescape {escaped}");
+        }
+    }
+
+    #[test]
+    fn email_localpart() {
+        assert_eq!(
+            escape_node("bob.smith@example.com"),
+            "bob.smith\\40example.com"
+        );
+        let j = parse("bob.smith\\40example.com@email.example.org/res").expect("valid");
+        assert_eq!(node(&j), Some("bob.smith\\40example.com"));
+        assert_eq!(unescape_node(node(&j).unwrap_or("")), "bob.smith@example.com");
+        assert_eq!(bare(&j), "bob.smith\\40example.com@email.example.org");
+    }
+
+    #[test]
+    fn invalid_jids_are_refused() {
+        assert!(parse("").is_none());
+        assert!(parse("a@").is_none());
+        assert!(parse("@b").is_none());
+        assert!(parse("a@b/").is_none());
+    }
+}

@@ -1,0 +1,191 @@
+//! The outbox worker of one gateway: takes due rows from the durable outbox, hands each to
+//! its user's session, and answers the user: a receipt on delivery, an error stanza on
+//! permanent failure, a later retry (with backoff) on a transient one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_bridge_api::{BridgeError, ErrorKind, Outbound, RemoteId, SendReceipt};
+
+use crate::gateway::{Gateway, OutboxPayload};
+use crate::stanza::{Condition, condition_for, error_element, ns};
+use crate::store::{OutboxRow, now_ms};
+use crate::xml::{Element, NS_COMPONENT};
+
+/// How long a claimed row stays ours before another worker may take it.
+const LEASE_MS: i64 = 120_000;
+/// Give up on a message that keeps failing transiently after this many attempts.
+const MAX_ATTEMPTS: i64 = 12;
+/// Longest a single send may take before it counts as a transient failure.
+const SEND_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// When to try again after `attempts` failures: 5 s doubling to an hour, jittered.
+pub fn retry_delay_ms(attempts: i64) -> i64 {
+    let base = 5_000i64.saturating_mul(1 << attempts.clamp(0, 10)).min(3_600_000);
+    let jitter = 0.75 + rand::random::<f64>() * 0.5;
+    (base as f64 * jitter) as i64
+}
+
+impl Gateway {
+    /// Runs until shutdown: waits for work, sends what is due.
+    pub async fn run_outbox(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let worked = self.outbox_pass().await;
+            let depth = self.store.outbox_depth(self.kind).await.unwrap_or(0);
+            self.metrics.set_outbox_depth(self.kind.as_str(), depth);
+            if worked {
+                continue;
+            }
+            let wait = match self.store.next_due_at(self.kind).await {
+                Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(50, 30_000) as u64),
+                _ => Duration::from_secs(30),
+            };
+            tokio::select! {
+                _ = self.outbox_wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// One pass: claims due rows and sends them concurrently. True if it did anything.
+    async fn outbox_pass(self: &Arc<Self>) -> bool {
+        let rows = match self.store.claim_due(self.kind, now_ms(), LEASE_MS, 64).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(domain = %self.domain, "outbox: {e}");
+                return false;
+            }
+        };
+        if rows.is_empty() {
+            return false;
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut any_sent = false;
+        for row in rows {
+            let session = self
+                .lock_sessions()
+                .get(&row.account)
+                .and_then(|s| s.session.clone());
+            match session {
+                Some(session) => {
+                    any_sent = true;
+                    let me = Arc::clone(self);
+                    tasks.spawn(async move { me.deliver(row, session).await });
+                }
+                None => {
+                    // The session is not up (yet): keep the row and try again soon.
+                    let at = now_ms() + retry_delay_ms(0);
+                    let _ = self
+                        .store
+                        .retry_later(row.id, at, "the user's session is not running")
+                        .await;
+                }
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+        any_sent
+    }
+
+    async fn deliver(&self, row: OutboxRow, session: Arc<dyn ferry_bridge_api::Session>) {
+        let payload: OutboxPayload = match serde_json::from_str(&row.payload) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(id = row.id, "unreadable outbox row: {e}");
+                let _ = self.store.mark_failed(row.id, "unreadable outbox row").await;
+                return;
+            }
+        };
+        let in_reply_to = match &payload.reply_to {
+            Some(x) => self
+                .store
+                .remote_for_xmpp(row.account, x)
+                .await
+                .ok()
+                .flatten()
+                .map(|m| m.remote_message_id),
+            None => None,
+        };
+        let msg = Outbound {
+            key: format!("{}-{}", self.kind, row.id),
+            body: payload.body.clone(),
+            subject: payload.subject.clone(),
+            thread: payload.thread.clone(),
+            in_reply_to,
+            links: payload.links.clone(),
+            sent_at_ms: payload.sent_at_ms,
+        };
+        let to = RemoteId(row.recipient.clone());
+        let result = match tokio::time::timeout(SEND_TIMEOUT, session.send(&to, &msg)).await {
+            Ok(r) => r,
+            Err(_) => Err(BridgeError::transient("the upstream did not answer in time")),
+        };
+        let bridge = self.kind.as_str();
+        match result {
+            Ok(SendReceipt {
+                remote_message_id,
+                delivered,
+            }) => {
+                if let Err(e) = self.store.mark_sent(row.id, &remote_message_id).await {
+                    tracing::error!(id = row.id, "outbox: {e}");
+                }
+                if let Some(sid) = &row.stanza_id {
+                    let _ = self
+                        .store
+                        .map_message(row.account, crate::store::Direction::Out, sid, &remote_message_id, payload.thread.as_deref())
+                        .await;
+                }
+                self.metrics.message(bridge, "out", "ok");
+                if delivered {
+                    self.send_receipt(&row, &payload.contact).await;
+                }
+            }
+            Err(e) if e.is_transient() && row.attempts < MAX_ATTEMPTS => {
+                let at = now_ms() + retry_delay_ms(row.attempts);
+                tracing::info!(id = row.id, attempt = row.attempts, "send failed, will retry: {}", e.text);
+                self.metrics.message(bridge, "out", "retry");
+                let _ = self.store.retry_later(row.id, at, &e.text).await;
+            }
+            Err(e) => {
+                tracing::info!(id = row.id, "send failed for good: {}", e.text);
+                self.metrics.message(bridge, "out", "error");
+                let _ = self.store.mark_failed(row.id, &e.text).await;
+                let cond = if e.kind == ErrorKind::Transient {
+                    Condition::RemoteServerTimeout
+                } else {
+                    condition_for(e.kind)
+                };
+                self.send_failure(&row, &payload.contact, cond, &e.text).await;
+            }
+        }
+    }
+
+    /// The XEP-0184 receipt for a delivered message, from the contact.
+    pub async fn send_receipt(&self, row: &OutboxRow, contact: &str) {
+        if !row.want_receipt {
+            return;
+        }
+        let Some(sid) = &row.stanza_id else { return };
+        let m = Element::new("message", NS_COMPONENT)
+            .with_attr("from", contact)
+            .with_attr("to", &row.from_jid)
+            .with_attr("id", format!("rcpt-{}", row.id))
+            .with_child(Element::new("received", ns::RECEIPTS).with_attr("id", sid.clone()));
+        self.send(m).await;
+    }
+
+    /// A message error telling the user their message will not arrive, and why.
+    pub async fn send_failure(&self, row: &OutboxRow, contact: &str, cond: Condition, text: &str) {
+        let m = Element::new("message", NS_COMPONENT)
+            .with_attr("type", "error")
+            .with_attr("from", contact)
+            .with_attr("to", &row.from_jid)
+            .with_opt_attr("id", row.stanza_id.clone())
+            .with_child(error_element(cond, Some(text)));
+        self.send(m).await;
+    }
+}

@@ -1,0 +1,114 @@
+//! Bridge → XMPP: turns sessions' events into stanzas. Drops duplicates by remote message
+//! id, creates identities on first sight (and asks the user to add the contact, with the
+//! sender's name as nickname), and keeps the gateway's presence in step with each session.
+
+use std::sync::Arc;
+
+use ferry_bridge_api::{AccountId, InboundMessage, RemoteEvent};
+use tokio::sync::mpsc;
+
+use crate::gateway::Gateway;
+use crate::stanza::{self, ns};
+use crate::xml::{Element, NS_COMPONENT};
+
+impl Gateway {
+    /// Reads session events until every sender is gone.
+    pub async fn run_relay(self: Arc<Self>, mut rx: mpsc::Receiver<(AccountId, RemoteEvent)>) {
+        while let Some((account, event)) = rx.recv().await {
+            self.relay(account, event).await;
+        }
+    }
+
+    async fn relay(&self, account: AccountId, event: RemoteEvent) {
+        let bridge = self.kind.as_str();
+        let Some(user) = self.lock_sessions().get(&account).map(|s| s.user.clone()) else {
+            tracing::debug!(?account, "event for a stopped session dropped");
+            return;
+        };
+        match event {
+            RemoteEvent::Status(s) => self.set_status(account, s).await,
+            RemoteEvent::Message(m) => {
+                match self.store.mark_inbound(account, &m.remote_message_id).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        self.metrics.message(bridge, "in", "duplicate");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!("store: {e}");
+                        self.metrics.message(bridge, "in", "error");
+                        return;
+                    }
+                }
+                self.deliver_inbound(account, &user, m).await;
+            }
+            RemoteEvent::Delivered { remote_message_id } => {
+                if let Ok(Some(row)) = self.store.outbox_by_remote(account, &remote_message_id).await {
+                    let contact = serde_json::from_str::<crate::gateway::OutboxPayload>(&row.payload)
+                        .map(|p| p.contact)
+                        .unwrap_or_default();
+                    self.send_receipt(&row, &contact).await;
+                }
+            }
+            RemoteEvent::Failed { remote_message_id, error } => {
+                if let Ok(Some(row)) = self.store.outbox_by_remote(account, &remote_message_id).await {
+                    let contact = serde_json::from_str::<crate::gateway::OutboxPayload>(&row.payload)
+                        .map(|p| p.contact)
+                        .unwrap_or_default();
+                    let _ = self.store.mark_failed(row.id, &error.text).await;
+                    self.send_failure(&row, &contact, stanza::condition_for(error.kind), &error.text)
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn deliver_inbound(&self, account: AccountId, user: &str, m: InboundMessage) {
+        let bridge = self.kind.as_str();
+        let from = match &m.from {
+            None => self.domain.clone(),
+            Some(remote) => {
+                let parsed = match self.bridge.parse_address(remote.as_str()) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!("inbound from an address the bridge cannot read: {e}");
+                        self.metrics.message(bridge, "in", "error");
+                        return;
+                    }
+                };
+                let identity = match self.ensure_identity(&parsed).await {
+                    Ok(i) => i,
+                    Err(_) => return,
+                };
+                let contact = self.contact_jid(&identity);
+                if let Ok(true) = self.store.introduce_contact(account, identity.id).await {
+                    let mut p = stanza::presence(&contact, user, Some("subscribe"));
+                    if let Some(nick) = m.nick.as_deref().or(identity.display.as_deref()) {
+                        p.push(Element::text_child("nick", ns::NICK, nick));
+                    }
+                    self.send(p).await;
+                }
+                contact
+            }
+        };
+        let typ = if m.headline { "headline" } else { "chat" };
+        let id = format!("in-{}", &m.remote_message_id).chars().take(128).collect::<String>();
+        let mut msg = stanza::message(&from, user, typ, &m.body).with_attr("id", id.clone());
+        if let Some(s) = &m.subject {
+            msg.push(Element::text_child("subject", NS_COMPONENT, s.clone()));
+        }
+        if let Some(t) = &m.thread {
+            msg.push(Element::text_child("thread", NS_COMPONENT, t.clone()));
+        }
+        for url in &m.links {
+            msg.push(Element::new("x", ns::OOB).with_child(Element::text_child("url", ns::OOB, url.clone())));
+        }
+        msg.push(Element::new("markable", "urn:xmpp:chat-markers:0"));
+        let _ = self
+            .store
+            .map_message(account, crate::store::Direction::In, &id, &m.remote_message_id, m.thread.as_deref())
+            .await;
+        self.send(msg).await;
+        self.metrics.message(bridge, "in", "ok");
+    }
+}

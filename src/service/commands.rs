@@ -1,0 +1,197 @@
+//! Commands of a gateway domain, as XEP-0050 ad-hoc commands and as chat commands in a
+//! message to the bare domain JID. Both paths run the same code and give the same text.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use ferry_bridge_api::SessionStatus;
+
+use super::Reply;
+use crate::gateway::Gateway;
+use crate::jid;
+use crate::stanza::{self, Condition, Stanza, form, ns};
+use crate::xml::{Element, NS_COMPONENT};
+
+/// A command's ad-hoc node, name, and who may see it.
+#[derive(Clone, Copy, Debug)]
+pub struct Command {
+    pub node: &'static str,
+    pub name: &'static str,
+    pub help: &'static str,
+    pub admin_only: bool,
+}
+
+pub const COMMANDS: &[Command] = &[
+    Command {
+        node: "help",
+        name: "Help",
+        help: "list the commands",
+        admin_only: false,
+    },
+    Command {
+        node: "status",
+        name: "Status",
+        help: "your registration and the gateway's state",
+        admin_only: false,
+    },
+    Command {
+        node: "stats",
+        name: "Statistics",
+        help: "users, sessions, outbox and traffic (admins)",
+        admin_only: true,
+    },
+    Command {
+        node: "users",
+        name: "Users",
+        help: "registered users (admins)",
+        admin_only: true,
+    },
+];
+
+/// The commands this stanza's sender may see: none for strangers.
+pub fn visible(gw: &Gateway, st: &Stanza) -> Vec<Command> {
+    let bare = jid::bare(&st.from);
+    let admin = gw.access.is_admin(&bare);
+    if !admin && !gw.access.is_allowed(&bare) {
+        return Vec::new();
+    }
+    COMMANDS
+        .iter()
+        .filter(|c| admin || !c.admin_only)
+        .copied()
+        .collect()
+}
+
+impl Gateway {
+    /// Runs a command by name for the sender; the text answer.
+    pub async fn run_command(&self, st: &Stanza, name: &str, _args: &str) -> Result<String, Reply> {
+        let cmd = visible(self, st)
+            .into_iter()
+            .find(|c| c.node == name)
+            .ok_or_else(|| {
+                (
+                    Condition::ItemNotFound,
+                    Some(format!("unknown command '{name}'; try 'help'")),
+                )
+            })?;
+        let user = jid::bare(&st.from);
+        let mut out = String::new();
+        match cmd.node {
+            "help" => {
+                let _ = writeln!(out, "{} commands:", self.bridge.display_name());
+                for c in visible(self, st) {
+                    let _ = writeln!(out, "  {} — {}", c.node, c.help);
+                }
+            }
+            "status" => {
+                let link = if *self.connected.borrow() { "up" } else { "down" };
+                let _ = writeln!(out, "{} ({}): link {link}", self.bridge.display_name(), self.domain);
+                let status = self
+                    .lock_sessions()
+                    .values()
+                    .find(|s| s.user == user)
+                    .map(|s| s.status.clone());
+                match (self.account_of(&user).await, status) {
+                    (None, _) => {
+                        let _ = writeln!(out, "you are not registered");
+                    }
+                    (Some(_), Some(SessionStatus::Online(t))) => {
+                        let _ = writeln!(out, "you are registered; session online{}", suffix(&t));
+                    }
+                    (Some(_), Some(SessionStatus::Failing(t))) => {
+                        let _ = writeln!(out, "you are registered; session failing: {t}");
+                    }
+                    (Some(_), None) => {
+                        let _ = writeln!(out, "you are registered; session not running");
+                    }
+                }
+            }
+            "stats" => {
+                let users = self.store.count_accounts(self.kind).await.map_err(store_err)?;
+                let depth = self.store.outbox_depth(self.kind).await.map_err(store_err)?;
+                let sessions = self.lock_sessions().len();
+                let b = self.kind.as_str();
+                let _ = writeln!(out, "registered users: {users}");
+                let _ = writeln!(out, "running sessions: {sessions}");
+                let _ = writeln!(out, "outbox depth: {depth}");
+                let _ = writeln!(
+                    out,
+                    "stanzas in/out: {}/{}",
+                    self.metrics
+                        .counter("ferry_stanzas_total", &[("bridge", b), ("direction", "in")]),
+                    self.metrics
+                        .counter("ferry_stanzas_total", &[("bridge", b), ("direction", "out")])
+                );
+                let _ = writeln!(out, "uptime: {}s", self.started.elapsed().as_secs());
+            }
+            "users" => {
+                let accounts = self.store.accounts(self.kind).await.map_err(store_err)?;
+                let _ = writeln!(out, "{} registered user(s):", accounts.len());
+                for a in accounts {
+                    let _ = writeln!(out, "  {}", a.jid);
+                }
+            }
+            _ => return Err((Condition::ItemNotFound, None)),
+        }
+        Ok(out.trim_end().to_owned())
+    }
+
+    /// XEP-0050 execution: every command is a single stage that completes at once.
+    pub(super) async fn command(&self, st: &Stanza, cmd: &Element) -> Result<Option<Element>, Reply> {
+        let node = cmd.attr("node").unwrap_or_default();
+        let action = cmd.attr("action").unwrap_or("execute");
+        if action == "cancel" {
+            return Ok(Some(
+                Element::new("command", ns::COMMANDS)
+                    .with_attr("node", node)
+                    .with_attr("status", "canceled")
+                    .with_opt_attr("sessionid", cmd.attr("sessionid")),
+            ));
+        }
+        let text = self.run_command(st, node, "").await?;
+        let session = cmd
+            .attr("sessionid")
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("{node}-{:x}", rand::random::<u64>()));
+        Ok(Some(
+            Element::new("command", ns::COMMANDS)
+                .with_attr("node", node)
+                .with_attr("status", "completed")
+                .with_attr("sessionid", session)
+                .with_child(Element::text_child("note", ns::COMMANDS, text.clone()).with_attr("type", "info"))
+                .with_child(form::result(node, &[("result", "Result", text)])),
+        ))
+    }
+
+    /// A chat message to the bare domain: the first word is a command.
+    pub async fn chat_command(self: &Arc<Self>, st: &Stanza) {
+        let Some(body) = st.el.child_text("body", NS_COMPONENT) else {
+            return;
+        };
+        let body = body.trim();
+        if body.is_empty() {
+            return;
+        }
+        let (name, args) = body.split_once(char::is_whitespace).unwrap_or((body, ""));
+        let name = name.to_lowercase();
+        let text = match self.run_command(st, &name, args.trim()).await {
+            Ok(t) => t,
+            Err((_, Some(t))) => t,
+            Err((c, None)) => format!("error: {}", c.as_str()),
+        };
+        let mut reply = stanza::message(&self.domain, st.from.as_str(), "chat", &text);
+        if let Some(t) = st.el.child("thread", NS_COMPONENT) {
+            reply.push(t.clone());
+        }
+        self.send(reply).await;
+    }
+}
+
+fn suffix(t: &str) -> String {
+    if t.is_empty() { String::new() } else { format!(" ({t})") }
+}
+
+fn store_err(e: crate::store::StoreError) -> Reply {
+    tracing::error!("store: {e}");
+    (Condition::InternalServerError, None)
+}

@@ -1,0 +1,177 @@
+//! The message-id map (`message_map`: XMPP stanza id ↔ foreign message id, per account,
+//! with the thread) and inbound de-duplication (`inbound_seen`).
+
+use ferry_bridge_api::AccountId;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError, now_ms};
+
+/// Which way a mapped message travelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From the foreign side to the XMPP user.
+    In,
+    /// From the XMPP user to the foreign side.
+    Out,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Direction, StoreError> {
+        match s {
+            "in" => Ok(Direction::In),
+            "out" => Ok(Direction::Out),
+            other => Err(StoreError::Corrupt(format!("unknown direction {other:?}"))),
+        }
+    }
+}
+
+/// One stanza id ↔ foreign message id pair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageMapping {
+    pub account: AccountId,
+    pub direction: Direction,
+    pub xmpp_id: String,
+    pub remote_message_id: String,
+    pub thread: Option<String>,
+    pub created_at_ms: i64,
+}
+
+fn mapping_from_row(row: &AnyRow) -> Result<MessageMapping, StoreError> {
+    Ok(MessageMapping {
+        account: AccountId(row.try_get("account_id")?),
+        direction: Direction::parse(&row.try_get::<String, _>("direction")?)?,
+        xmpp_id: row.try_get("xmpp_id")?,
+        remote_message_id: row.try_get("remote_message_id")?,
+        thread: row.try_get("thread")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+    })
+}
+
+impl Store {
+    /// Records that `xmpp_id` and `remote_message_id` name one message of `account`. A
+    /// foreign id is mapped once per account: mapping it again replaces the earlier pair.
+    pub async fn map_message(
+        &self,
+        account: AccountId,
+        direction: Direction,
+        xmpp_id: &str,
+        remote_message_id: &str,
+        thread: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO message_map
+                 (account_id, direction, xmpp_id, remote_message_id, thread, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (account_id, remote_message_id) DO UPDATE
+             SET direction = excluded.direction, xmpp_id = excluded.xmpp_id,
+                 thread = excluded.thread, created_at_ms = excluded.created_at_ms",
+        )
+        .bind(account.0)
+        .bind(direction.as_str())
+        .bind(xmpp_id)
+        .bind(remote_message_id)
+        .bind(thread)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The foreign message an XMPP stanza id stands for (the latest, if the id was reused).
+    pub async fn remote_for_xmpp(
+        &self,
+        account: AccountId,
+        xmpp_id: &str,
+    ) -> Result<Option<MessageMapping>, StoreError> {
+        let row = sqlx::query(
+            "SELECT account_id, direction, xmpp_id, remote_message_id, thread, created_at_ms
+             FROM message_map WHERE account_id = $1 AND xmpp_id = $2
+             ORDER BY created_at_ms DESC, id DESC LIMIT 1",
+        )
+        .bind(account.0)
+        .bind(xmpp_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(mapping_from_row).transpose()
+    }
+
+    /// The XMPP stanza id a foreign message was given.
+    pub async fn xmpp_for_remote(
+        &self,
+        account: AccountId,
+        remote_message_id: &str,
+    ) -> Result<Option<MessageMapping>, StoreError> {
+        let row = sqlx::query(
+            "SELECT account_id, direction, xmpp_id, remote_message_id, thread, created_at_ms
+             FROM message_map WHERE account_id = $1 AND remote_message_id = $2",
+        )
+        .bind(account.0)
+        .bind(remote_message_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(mapping_from_row).transpose()
+    }
+
+    /// Deletes mappings made before `before_ms`; returns how many.
+    pub async fn prune_message_map(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM message_map WHERE created_at_ms < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Notes that `account` has received the foreign message `remote_message_id`. True the
+    /// first time only, atomically: of any number of concurrent calls, exactly one wins.
+    pub async fn mark_inbound(
+        &self,
+        account: AccountId,
+        remote_message_id: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO inbound_seen (account_id, remote_message_id, seen_at_ms)
+             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(account.0)
+        .bind(remote_message_id)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Undoes [`Store::mark_inbound`] when delivery failed after marking, so the message
+    /// is taken again next time; true if there was a mark.
+    pub async fn unmark_inbound(
+        &self,
+        account: AccountId,
+        remote_message_id: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM inbound_seen WHERE account_id = $1 AND remote_message_id = $2",
+        )
+        .bind(account.0)
+        .bind(remote_message_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Forgets de-duplication marks older than `before_ms`; returns how many. Only prune
+    /// beyond the horizon in which a foreign side could deliver the same id again.
+    pub async fn prune_inbound_seen(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM inbound_seen WHERE seen_at_ms < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}

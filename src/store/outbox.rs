@@ -1,0 +1,332 @@
+//! The durable outbox: messages read from XMPP that the foreign side has not accepted yet.
+//!
+//! A sender claims due rows with a lease ([`Store::claim_due`]); while the lease runs no
+//! other claimer (in this process or another ferry on the same PostgreSQL) gets them. The
+//! sender then settles each row with [`Store::mark_sent`], [`Store::mark_failed`] or
+//! [`Store::retry_later`]. A claimer that dies leaves its rows locked until the lease
+//! expires, after which they are claimed again.
+
+use ferry_bridge_api::{AccountId, BridgeKind};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Backend, Store, StoreError, get_bool, now_ms, parse_bridge};
+
+/// Where an outbox row stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OutboxState {
+    /// Waiting for (another) attempt; may be leased by a claimer right now.
+    Pending,
+    /// Accepted by the foreign side.
+    Sent,
+    /// Given up on; the user has been (or will be) told.
+    Failed,
+}
+
+impl OutboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Sent => "sent",
+            OutboxState::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Result<OutboxState, StoreError> {
+        match s {
+            "pending" => Ok(OutboxState::Pending),
+            "sent" => Ok(OutboxState::Sent),
+            "failed" => Ok(OutboxState::Failed),
+            other => Err(StoreError::Corrupt(format!("unknown outbox state {other:?}"))),
+        }
+    }
+}
+
+/// A message to queue. It becomes due at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewOutbox {
+    pub bridge: BridgeKind,
+    pub account: AccountId,
+    /// The foreign id to send to.
+    pub recipient: String,
+    /// What to send, as JSON the core writes and reads; the store does not look inside.
+    pub payload: String,
+    /// The full JID that sent it: where errors and receipts go.
+    pub from_jid: String,
+    /// The stanza's id, for XEP-0184 receipts and error replies.
+    pub stanza_id: Option<String>,
+    /// Whether the sender asked for a XEP-0184 receipt.
+    pub want_receipt: bool,
+}
+
+/// A queued message as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub bridge: BridgeKind,
+    pub account: AccountId,
+    pub recipient: String,
+    pub payload: String,
+    pub from_jid: String,
+    pub stanza_id: Option<String>,
+    pub want_receipt: bool,
+    pub state: OutboxState,
+    /// Claims so far, this one included.
+    pub attempts: i64,
+    pub next_attempt_at_ms: i64,
+    /// While in the future, a claimer holds the row.
+    pub locked_until_ms: i64,
+    pub last_error: Option<String>,
+    /// Set when sent: the foreign side's id for the message.
+    pub remote_message_id: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+macro_rules! columns {
+    () => {
+        "id, bridge, account_id, recipient, payload, from_jid, stanza_id, want_receipt, state, \
+         attempts, next_attempt_at_ms, locked_until_ms, last_error, remote_message_id, \
+         created_at_ms, updated_at_ms"
+    };
+}
+
+/// The rows a claim takes: pending, due, and not leased (or the lease ran out).
+macro_rules! claimable {
+    () => {
+        "SELECT id FROM outbox
+         WHERE bridge = $1 AND state = 'pending'
+           AND next_attempt_at_ms <= $2 AND locked_until_ms <= $2
+         ORDER BY next_attempt_at_ms, id LIMIT $4"
+    };
+}
+
+const CLAIM_SQLITE: &str = concat!(
+    "UPDATE outbox SET locked_until_ms = $2 + $3, attempts = attempts + 1, updated_at_ms = $2
+     WHERE id IN (",
+    claimable!(),
+    ") RETURNING ",
+    columns!()
+);
+
+const CLAIM_POSTGRES: &str = concat!(
+    "UPDATE outbox SET locked_until_ms = $2 + $3, attempts = attempts + 1, updated_at_ms = $2
+     WHERE id IN (",
+    claimable!(),
+    " FOR UPDATE SKIP LOCKED) RETURNING ",
+    columns!()
+);
+
+const INSERT: &str = "INSERT INTO outbox (bridge, account_id, recipient, payload, from_jid,
+        stanza_id, want_receipt, state, attempts, next_attempt_at_ms, locked_until_ms,
+        created_at_ms, updated_at_ms)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, 0, $8, $8)
+     RETURNING id";
+
+fn row_from(row: &AnyRow) -> Result<OutboxRow, StoreError> {
+    Ok(OutboxRow {
+        id: row.try_get("id")?,
+        bridge: parse_bridge(&row.try_get::<String, _>("bridge")?)?,
+        account: AccountId(row.try_get("account_id")?),
+        recipient: row.try_get("recipient")?,
+        payload: row.try_get("payload")?,
+        from_jid: row.try_get("from_jid")?,
+        stanza_id: row.try_get("stanza_id")?,
+        want_receipt: get_bool(row, "want_receipt")?,
+        state: OutboxState::parse(&row.try_get::<String, _>("state")?)?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at_ms: row.try_get("next_attempt_at_ms")?,
+        locked_until_ms: row.try_get("locked_until_ms")?,
+        last_error: row.try_get("last_error")?,
+        remote_message_id: row.try_get("remote_message_id")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        updated_at_ms: row.try_get("updated_at_ms")?,
+    })
+}
+
+async fn insert<'e, E>(exec: E, msg: &NewOutbox, now: i64) -> Result<i64, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    Ok(sqlx::query_scalar(INSERT)
+        .bind(msg.bridge.as_str())
+        .bind(msg.account.0)
+        .bind(msg.recipient.as_str())
+        .bind(msg.payload.as_str())
+        .bind(msg.from_jid.as_str())
+        .bind(msg.stanza_id.as_deref())
+        .bind(msg.want_receipt)
+        .bind(now)
+        .fetch_one(exec)
+        .await?)
+}
+
+impl Store {
+    /// Queues one message; returns its row id.
+    pub async fn enqueue(&self, msg: &NewOutbox) -> Result<i64, StoreError> {
+        insert(&self.pool, msg, now_ms()).await
+    }
+
+    /// Queues several messages in one transaction (all or none); returns their ids in order.
+    pub async fn enqueue_batch(&self, msgs: &[NewOutbox]) -> Result<Vec<i64>, StoreError> {
+        if msgs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let mut ids = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            ids.push(insert(&mut *tx, msg, now).await?);
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// Takes up to `limit` rows of `bridge` that are due at `now_ms`, leasing them until
+    /// `now_ms + lease_ms` and counting the attempt. Rows come oldest-due first. Concurrent
+    /// claimers, in this process or others sharing the database, never get the same row
+    /// while its lease runs.
+    pub async fn claim_due(
+        &self,
+        bridge: BridgeKind,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        if limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let sql = match self.backend {
+            // One statement is one write transaction: SQLite has a single writer.
+            Backend::Sqlite => CLAIM_SQLITE,
+            // Row locks taken by the sub-select; rows another claimer is taking are skipped.
+            Backend::Postgres => CLAIM_POSTGRES,
+        };
+        let rows = sqlx::query(sql)
+            .bind(bridge.as_str())
+            .bind(now_ms)
+            .bind(lease_ms.max(0))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = rows.iter().map(row_from).collect::<Result<Vec<_>, _>>()?;
+        out.sort_by_key(|r| (r.next_attempt_at_ms, r.id));
+        Ok(out)
+    }
+
+    /// Settles a row as accepted by the foreign side under `remote_message_id`; true if
+    /// the row exists.
+    pub async fn mark_sent(&self, id: i64, remote_message_id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET state = 'sent', remote_message_id = $2, locked_until_ms = 0,
+                 updated_at_ms = $3
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(remote_message_id)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Settles a row as failed for good (also after a late delivery failure of a sent
+    /// row); true if the row exists.
+    pub async fn mark_failed(&self, id: i64, error: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET state = 'failed', last_error = $2, locked_until_ms = 0,
+                 updated_at_ms = $3
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(error)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Releases a pending row for another attempt at `next_attempt_at_ms`, noting `error`.
+    /// False if the row is gone or no longer pending.
+    pub async fn retry_later(
+        &self,
+        id: i64,
+        next_attempt_at_ms: i64,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET next_attempt_at_ms = $2, last_error = $3, locked_until_ms = 0,
+                 updated_at_ms = $4
+             WHERE id = $1 AND state = 'pending'",
+        )
+        .bind(id)
+        .bind(next_attempt_at_ms)
+        .bind(error)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// How many rows of `bridge` are pending (due, scheduled or leased).
+    pub async fn outbox_depth(&self, bridge: BridgeKind) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox WHERE bridge = $1 AND state = 'pending'",
+        )
+        .bind(bridge.as_str())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// One row by id.
+    pub async fn outbox_row(&self, id: i64) -> Result<Option<OutboxRow>, StoreError> {
+        let row = sqlx::query(concat!("SELECT ", columns!(), " FROM outbox WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(row_from).transpose()
+    }
+
+    /// The row that was sent as `remote_message_id` for `account` (for delivery reports).
+    pub async fn outbox_by_remote(
+        &self,
+        account: AccountId,
+        remote_message_id: &str,
+    ) -> Result<Option<OutboxRow>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM outbox WHERE account_id = $1 AND remote_message_id = $2
+              ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(account.0)
+        .bind(remote_message_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(row_from).transpose()
+    }
+
+    /// When the next pending row of `bridge` becomes claimable (its due time, or its
+    /// lease's end if later); `None` when nothing is pending. May be in the past.
+    pub async fn next_due_at(&self, bridge: BridgeKind) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(CASE WHEN locked_until_ms > next_attempt_at_ms
+                             THEN locked_until_ms ELSE next_attempt_at_ms END)
+             FROM outbox WHERE bridge = $1 AND state = 'pending'",
+        )
+        .bind(bridge.as_str())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Deletes settled (sent or failed) rows last touched before `before_ms`; returns how
+    /// many. Pending rows are never pruned.
+    pub async fn prune_outbox(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let done =
+            sqlx::query("DELETE FROM outbox WHERE state <> 'pending' AND updated_at_ms < $1")
+                .bind(before_ms)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected())
+    }
+}
