@@ -71,9 +71,7 @@ impl Store {
         let credentials = match blob {
             None => Credentials::new(),
             Some(blob) => {
-                let json = self
-                    .cipher
-                    .decrypt(&blob, &credentials_aad(bridge, &jid))?;
+                let json = self.cipher.decrypt(&blob, &credentials_aad(bridge, &jid))?;
                 serde_json::from_slice(&json).map_err(|e| {
                     StoreError::Corrupt(format!("credentials of {jid} are not a json map: {e}"))
                 })?

@@ -122,7 +122,12 @@ fn read_key(path: &Path) -> Result<[u8; KEY_LEN], KeyRead> {
     let file = match OpenOptions::new().read(true).open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(KeyRead::Missing),
-        Err(e) => return Err(KeyRead::Failed(key_error(path, &format!("cannot open: {e}")))),
+        Err(e) => {
+            return Err(KeyRead::Failed(key_error(
+                path,
+                &format!("cannot open: {e}"),
+            )));
+        }
     };
     let failed = |what: String| KeyRead::Failed(key_error(path, &what));
     let meta = file
@@ -161,7 +166,11 @@ fn create_key(path: &Path) -> io::Result<[u8; KEY_LEN]> {
         .map_err(|e| io::Error::other(format!("no OS randomness: {e}")))?;
 
     let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(format!(".tmp-{}-{:016x}", std::process::id(), rand::rng().next_u64()));
+    tmp_name.push(format!(
+        ".tmp-{}-{:016x}",
+        std::process::id(),
+        rand::rng().next_u64()
+    ));
     let tmp = Path::new(&tmp_name);
 
     let result = (|| {

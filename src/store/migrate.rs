@@ -13,7 +13,9 @@ struct Migration {
     version: i64,
     /// Recorded alongside the version; a mismatch means the files were renumbered.
     name: &'static str,
+    /// The SQL run on SQLite.
     sqlite: &'static str,
+    /// The SQL run on PostgreSQL.
     postgres: &'static str,
 }
 

@@ -40,7 +40,11 @@ pub enum Backend {
 impl Backend {
     /// The backend a database URL names (`sqlite:…`, `postgres://…`, `postgresql://…`).
     pub fn from_url(url: &str) -> Result<Backend, StoreError> {
-        let scheme = url.split(':').next().unwrap_or_default().to_ascii_lowercase();
+        let scheme = url
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         match scheme.as_str() {
             "sqlite" => Ok(Backend::Sqlite),
             "postgres" | "postgresql" => Ok(Backend::Postgres),
@@ -187,7 +191,10 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(Backend::from_url("sqlite::memory:").ok(), Some(Backend::Sqlite));
+        assert_eq!(
+            Backend::from_url("sqlite::memory:").ok(),
+            Some(Backend::Sqlite)
+        );
         assert_eq!(
             Backend::from_url("postgresql://u@h/db").ok(),
             Some(Backend::Postgres)

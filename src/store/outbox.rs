@@ -37,7 +37,9 @@ impl OutboxState {
             "pending" => Ok(OutboxState::Pending),
             "sent" => Ok(OutboxState::Sent),
             "failed" => Ok(OutboxState::Failed),
-            other => Err(StoreError::Corrupt(format!("unknown outbox state {other:?}"))),
+            other => Err(StoreError::Corrupt(format!(
+                "unknown outbox state {other:?}"
+            ))),
         }
     }
 }
