@@ -222,7 +222,14 @@ async fn connect_once(
 
     let mut last_seen = Instant::now();
     let mut pinged = false;
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    // Check often enough to ping on time and to notice death within dead_after.
+    let step = cfg
+        .ping_after
+        .min(cfg.dead_after.saturating_sub(cfg.ping_after))
+        .min(Duration::from_secs(5))
+        .max(Duration::from_millis(100))
+        / 2;
+    let mut tick = tokio::time::interval(step);
     let self_ping = Element::new("iq", NS_COMPONENT)
         .with_attr("type", "get")
         .with_attr("from", &cfg.domain)
