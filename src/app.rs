@@ -93,7 +93,10 @@ impl Running {
         self.shutdown.send_replace(true);
         // Outbox workers finish in-flight sends before they notice shutdown.
         let drain = async { while self.tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(std::time::Duration::from_secs(30), drain).await.is_err() {
+        if tokio::time::timeout(std::time::Duration::from_secs(30), drain)
+            .await
+            .is_err()
+        {
             tracing::warn!("some tasks did not stop within 30s");
         }
         self.store.close().await;
@@ -106,7 +109,11 @@ impl Running {
 }
 
 /// Starts every bridge in `bridges` against the XMPP server in `cfg`.
-pub async fn start(cfg: &Config, store: Store, bridges: Vec<BridgeSpec>) -> Result<Running, AppError> {
+pub async fn start(
+    cfg: &Config,
+    store: Store,
+    bridges: Vec<BridgeSpec>,
+) -> Result<Running, AppError> {
     let metrics = Metrics::default();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut links = JoinSet::new();
@@ -117,9 +124,16 @@ pub async fn start(cfg: &Config, store: Store, bridges: Vec<BridgeSpec>) -> Resu
     for spec in bridges {
         let kind = spec.bridge.kind();
         let (in_tx, in_rx) = mpsc::channel(1024);
-        let link_cfg = LinkConfig::new(&cfg.xmpp.host, cfg.xmpp.port, &spec.domain, &spec.secret, kind.as_str());
+        let link_cfg = LinkConfig::new(
+            &cfg.xmpp.host,
+            cfg.xmpp.port,
+            &spec.domain,
+            &spec.secret,
+            kind.as_str(),
+        );
         metrics.set_connected(kind.as_str(), false);
-        let (link, handle) = component::spawn(link_cfg, in_tx, metrics.clone(), shutdown_rx.clone());
+        let (link, handle) =
+            component::spawn(link_cfg, in_tx, metrics.clone(), shutdown_rx.clone());
         links.spawn(async move {
             match handle.await {
                 Ok(r) => r,
@@ -167,8 +181,14 @@ pub async fn start(cfg: &Config, store: Store, bridges: Vec<BridgeSpec>) -> Resu
         Some(h) => {
             let listener = tokio::net::TcpListener::bind(h.listen)
                 .await
-                .map_err(|source| AppError::Http { addr: h.listen, source })?;
-            let addr = listener.local_addr().map_err(|source| AppError::Http { addr: h.listen, source })?;
+                .map_err(|source| AppError::Http {
+                    addr: h.listen,
+                    source,
+                })?;
+            let addr = listener.local_addr().map_err(|source| AppError::Http {
+                addr: h.listen,
+                source,
+            })?;
             let router = crate::http::router(gateways.clone(), metrics.clone(), routes);
             let mut stop = shutdown_rx.clone();
             tasks.spawn(async move {

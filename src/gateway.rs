@@ -183,7 +183,10 @@ impl Gateway {
             }
         }
         let raw = jid::unescape_node(local);
-        let parsed = self.bridge.parse_localpart(&raw).ok_or(Condition::ItemNotFound)?;
+        let parsed = self
+            .bridge
+            .parse_localpart(&raw)
+            .ok_or(Condition::ItemNotFound)?;
         self.ensure_identity(&parsed).await
     }
 
@@ -239,8 +242,14 @@ impl Gateway {
         };
         let payload = OutboxPayload {
             body,
-            subject: st.el.child_text("subject", NS_COMPONENT).filter(|s| !s.is_empty()),
-            thread: st.el.child_text("thread", NS_COMPONENT).filter(|s| !s.is_empty()),
+            subject: st
+                .el
+                .child_text("subject", NS_COMPONENT)
+                .filter(|s| !s.is_empty()),
+            thread: st
+                .el
+                .child_text("thread", NS_COMPONENT)
+                .filter(|s| !s.is_empty()),
             reply_to: st
                 .el
                 .child("reply", ns::REPLY)
@@ -274,8 +283,12 @@ impl Gateway {
             Err(e) => {
                 tracing::error!(domain = %self.domain, "cannot store outbound message: {e}");
                 self.metrics.message(self.kind.as_str(), "out", "error");
-                self.reject(st, Condition::InternalServerError, Some("could not store the message"))
-                    .await;
+                self.reject(
+                    st,
+                    Condition::InternalServerError,
+                    Some("could not store the message"),
+                )
+                .await;
             }
         }
     }
@@ -295,7 +308,10 @@ impl Gateway {
                     Element::new("identity", ns::DISCO_INFO)
                         .with_attr("category", "client")
                         .with_attr("type", "pc")
-                        .with_attr("name", identity.display.as_deref().unwrap_or(&identity.remote_id)),
+                        .with_attr(
+                            "name",
+                            identity.display.as_deref().unwrap_or(&identity.remote_id),
+                        ),
                 );
                 for f in [ns::DISCO_INFO, ns::VCARD, ns::RECEIPTS, ns::PING] {
                     q.push(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
@@ -313,7 +329,11 @@ impl Gateway {
                     Element::new("vCard", ns::VCARD)
                         .with_child(Element::text_child("FN", ns::VCARD, name.clone()))
                         .with_child(Element::text_child("NICKNAME", ns::VCARD, name))
-                        .with_child(Element::text_child("NOTE", ns::VCARD, identity.remote_id.clone())),
+                        .with_child(Element::text_child(
+                            "NOTE",
+                            ns::VCARD,
+                            identity.remote_id.clone(),
+                        )),
                 )
             }
             _ => return self.reject(st, Condition::ServiceUnavailable, None).await,
@@ -327,8 +347,12 @@ impl Gateway {
             Ok(i) => i,
             Err(cond) => {
                 if st.typ == "subscribe" {
-                    self.send(stanza::presence(st.to.as_str(), &jid::bare(&st.from), Some("unsubscribed")))
-                        .await;
+                    self.send(stanza::presence(
+                        st.to.as_str(),
+                        &jid::bare(&st.from),
+                        Some("unsubscribed"),
+                    ))
+                    .await;
                 }
                 tracing::debug!("presence for unknown contact {local}: {}", cond.as_str());
                 return;
@@ -338,12 +362,14 @@ impl Gateway {
         let user = jid::bare(&st.from);
         match st.typ.as_str() {
             "subscribe" => {
-                self.send(stanza::presence(&contact, &user, Some("subscribed"))).await;
+                self.send(stanza::presence(&contact, &user, Some("subscribed")))
+                    .await;
                 self.send(stanza::presence(&contact, &user, None)).await;
             }
             "probe" => self.send(stanza::presence(&contact, &user, None)).await,
             "unsubscribe" => {
-                self.send(stanza::presence(&contact, &user, Some("unsubscribed"))).await;
+                self.send(stanza::presence(&contact, &user, Some("unsubscribed")))
+                    .await;
             }
             _ => {}
         }
@@ -381,21 +407,25 @@ impl Gateway {
         match st.typ.as_str() {
             "subscribe" => {
                 if registered || !self.bridge.requires_registration() {
-                    self.send(stanza::presence(&self.domain, &user, Some("subscribed"))).await;
+                    self.send(stanza::presence(&self.domain, &user, Some("subscribed")))
+                        .await;
                     self.send(self.gateway_presence(&user)).await;
                 } else {
-                    self.send(stanza::presence(&self.domain, &user, Some("unsubscribed"))).await;
+                    self.send(stanza::presence(&self.domain, &user, Some("unsubscribed")))
+                        .await;
                 }
             }
             "probe" | "available" => {
                 if registered {
                     self.send(self.gateway_presence(&user)).await;
                 } else if st.typ == "probe" {
-                    self.send(stanza::presence(&self.domain, &user, Some("unavailable"))).await;
+                    self.send(stanza::presence(&self.domain, &user, Some("unavailable")))
+                        .await;
                 }
             }
             "unsubscribe" => {
-                self.send(stanza::presence(&self.domain, &user, Some("unsubscribed"))).await;
+                self.send(stanza::presence(&self.domain, &user, Some("unsubscribed")))
+                    .await;
             }
             _ => {}
         }
@@ -403,7 +433,11 @@ impl Gateway {
 
     /// Tells every user of this gateway how it is doing, e.g. after the link came back.
     pub async fn broadcast_presence(&self) {
-        let users: Vec<String> = self.lock_sessions().values().map(|s| s.user.clone()).collect();
+        let users: Vec<String> = self
+            .lock_sessions()
+            .values()
+            .map(|s| s.user.clone())
+            .collect();
         for u in users {
             self.send(self.gateway_presence(&u)).await;
         }

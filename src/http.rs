@@ -36,7 +36,12 @@ async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
         .gateways
         .iter()
         .filter(|g| !*g.connected.borrow())
-        .map(|g| format!("{} component link to the XMPP server is down ({})", g.kind, g.domain))
+        .map(|g| {
+            format!(
+                "{} component link to the XMPP server is down ({})",
+                g.kind, g.domain
+            )
+        })
         .collect();
     if down.is_empty() {
         (StatusCode::OK, "ok\n".to_owned())

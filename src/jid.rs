@@ -125,7 +125,10 @@ mod tests {
         );
         let j = parse("bob.smith\\40example.com@email.example.org/res").expect("valid");
         assert_eq!(node(&j), Some("bob.smith\\40example.com"));
-        assert_eq!(unescape_node(node(&j).unwrap_or("")), "bob.smith@example.com");
+        assert_eq!(
+            unescape_node(node(&j).unwrap_or("")),
+            "bob.smith@example.com"
+        );
         assert_eq!(bare(&j), "bob.smith\\40example.com@email.example.org");
     }
 

@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use ferry::config::Config;
 
 #[derive(Parser, Debug)]
-#[command(name = "ferry", version, about = "An XMPP gateway to email, SMS and RSS/Atom feeds")]
+#[command(
+    name = "ferry",
+    version,
+    about = "An XMPP gateway to email, SMS and RSS/Atom feeds"
+)]
 struct Cli {
     /// The config file [default: $FERRY_CONFIG, then ./ferry.toml]
     #[arg(long, global = true, env = "FERRY_CONFIG")]
@@ -32,7 +36,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let path = cli.config.clone().unwrap_or_else(|| PathBuf::from("ferry.toml"));
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("ferry.toml"));
     let cfg = match Config::load(&path) {
         Ok(c) => c,
         Err(errors) => {
@@ -48,7 +55,10 @@ fn main() -> ExitCode {
         eprintln!("{}: ok", path.display());
         return ExitCode::SUCCESS;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -110,8 +120,10 @@ async fn run(command: Command, cfg: Config) -> Result<(), (u8, anyhow::Error)> {
 /// Resolves on SIGINT or SIGTERM, naming which.
 async fn wait_for_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         std::future::pending::<()>().await;
         return "";
     };

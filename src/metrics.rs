@@ -27,12 +27,36 @@ pub struct Metrics {
 const NONE: (&str, &str) = ("", "");
 
 const HELP: &[(&str, &str, &str)] = &[
-    ("ferry_component_connected", "gauge", "1 while the bridge's XEP-0114 link is up"),
-    ("ferry_stanzas_total", "counter", "stanzas read from and written to the XMPP server"),
-    ("ferry_messages_total", "counter", "messages bridged, by direction and outcome"),
-    ("ferry_outbox_depth", "gauge", "outbound messages waiting to be delivered"),
-    ("ferry_feed_fetches_total", "counter", "feed fetches by outcome"),
-    ("ferry_reconnects_total", "counter", "component link reconnection attempts"),
+    (
+        "ferry_component_connected",
+        "gauge",
+        "1 while the bridge's XEP-0114 link is up",
+    ),
+    (
+        "ferry_stanzas_total",
+        "counter",
+        "stanzas read from and written to the XMPP server",
+    ),
+    (
+        "ferry_messages_total",
+        "counter",
+        "messages bridged, by direction and outcome",
+    ),
+    (
+        "ferry_outbox_depth",
+        "gauge",
+        "outbound messages waiting to be delivered",
+    ),
+    (
+        "ferry_feed_fetches_total",
+        "counter",
+        "feed fetches by outcome",
+    ),
+    (
+        "ferry_reconnects_total",
+        "counter",
+        "component link reconnection attempts",
+    ),
     ("ferry_sessions", "gauge", "running user sessions"),
 ];
 
@@ -66,29 +90,48 @@ impl Metrics {
         self.add(
             (
                 "ferry_messages_total",
-                [("bridge", bridge), ("direction", direction), ("outcome", outcome)],
+                [
+                    ("bridge", bridge),
+                    ("direction", direction),
+                    ("outcome", outcome),
+                ],
             ),
             1,
         );
     }
 
     pub fn feed_fetch(&self, outcome: &'static str) {
-        self.add(("ferry_feed_fetches_total", [("outcome", outcome), NONE, NONE]), 1);
+        self.add(
+            (
+                "ferry_feed_fetches_total",
+                [("outcome", outcome), NONE, NONE],
+            ),
+            1,
+        );
     }
 
     pub fn reconnect(&self, bridge: &'static str) {
-        self.add(("ferry_reconnects_total", [("bridge", bridge), NONE, NONE]), 1);
+        self.add(
+            ("ferry_reconnects_total", [("bridge", bridge), NONE, NONE]),
+            1,
+        );
     }
 
     pub fn set_connected(&self, bridge: &'static str, up: bool) {
         self.set(
-            ("ferry_component_connected", [("bridge", bridge), NONE, NONE]),
+            (
+                "ferry_component_connected",
+                [("bridge", bridge), NONE, NONE],
+            ),
             i64::from(up),
         );
     }
 
     pub fn set_outbox_depth(&self, bridge: &'static str, depth: i64) {
-        self.set(("ferry_outbox_depth", [("bridge", bridge), NONE, NONE]), depth);
+        self.set(
+            ("ferry_outbox_depth", [("bridge", bridge), NONE, NONE]),
+            depth,
+        );
     }
 
     pub fn set_sessions(&self, bridge: &'static str, n: i64) {
@@ -160,10 +203,15 @@ mod tests {
         m.message("email", "out", "ok");
         m.set_connected("sms", true);
         let text = m.render();
-        assert!(text.contains("ferry_stanzas_total{bridge=\"rss\",direction=\"in\"} 2"), "{text}");
-        assert!(text.contains(
-            "ferry_messages_total{bridge=\"email\",direction=\"out\",outcome=\"ok\"} 1"
-        ));
+        assert!(
+            text.contains("ferry_stanzas_total{bridge=\"rss\",direction=\"in\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "ferry_messages_total{bridge=\"email\",direction=\"out\",outcome=\"ok\"} 1"
+            )
+        );
         assert!(text.contains("ferry_component_connected{bridge=\"sms\"} 1"));
         assert!(text.contains("# TYPE ferry_outbox_depth gauge"));
         assert_eq!(m.counter("ferry_stanzas_total", &[("bridge", "rss")]), 2);

@@ -21,7 +21,9 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// When to try again after `attempts` failures: 5 s doubling to an hour, jittered.
 pub fn retry_delay_ms(attempts: i64) -> i64 {
-    let base = 5_000i64.saturating_mul(1 << attempts.clamp(0, 10)).min(3_600_000);
+    let base = 5_000i64
+        .saturating_mul(1 << attempts.clamp(0, 10))
+        .min(3_600_000);
     let jitter = 0.75 + rand::random::<f64>() * 0.5;
     (base as f64 * jitter) as i64
 }
@@ -54,7 +56,11 @@ impl Gateway {
 
     /// One pass: claims due rows and sends them concurrently. True if it did anything.
     async fn outbox_pass(self: &Arc<Self>) -> bool {
-        let rows = match self.store.claim_due(self.kind, now_ms(), LEASE_MS, 64).await {
+        let rows = match self
+            .store
+            .claim_due(self.kind, now_ms(), LEASE_MS, 64)
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(domain = %self.domain, "outbox: {e}");
@@ -96,7 +102,10 @@ impl Gateway {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(id = row.id, "unreadable outbox row: {e}");
-                let _ = self.store.mark_failed(row.id, "unreadable outbox row").await;
+                let _ = self
+                    .store
+                    .mark_failed(row.id, "unreadable outbox row")
+                    .await;
                 return;
             }
         };
@@ -122,7 +131,9 @@ impl Gateway {
         let to = RemoteId(row.recipient.clone());
         let result = match tokio::time::timeout(SEND_TIMEOUT, session.send(&to, &msg)).await {
             Ok(r) => r,
-            Err(_) => Err(BridgeError::transient("the upstream did not answer in time")),
+            Err(_) => Err(BridgeError::transient(
+                "the upstream did not answer in time",
+            )),
         };
         let bridge = self.kind.as_str();
         match result {
@@ -136,7 +147,13 @@ impl Gateway {
                 if let Some(sid) = &row.stanza_id {
                     let _ = self
                         .store
-                        .map_message(row.account, crate::store::Direction::Out, sid, &remote_message_id, payload.thread.as_deref())
+                        .map_message(
+                            row.account,
+                            crate::store::Direction::Out,
+                            sid,
+                            &remote_message_id,
+                            payload.thread.as_deref(),
+                        )
                         .await;
                 }
                 self.metrics.message(bridge, "out", "ok");
@@ -146,7 +163,12 @@ impl Gateway {
             }
             Err(e) if e.is_transient() && row.attempts < MAX_ATTEMPTS => {
                 let at = now_ms() + retry_delay_ms(row.attempts);
-                tracing::info!(id = row.id, attempt = row.attempts, "send failed, will retry: {}", e.text);
+                tracing::info!(
+                    id = row.id,
+                    attempt = row.attempts,
+                    "send failed, will retry: {}",
+                    e.text
+                );
                 self.metrics.message(bridge, "out", "retry");
                 let _ = self.store.retry_later(row.id, at, &e.text).await;
             }
@@ -159,7 +181,8 @@ impl Gateway {
                 } else {
                     condition_for(e.kind)
                 };
-                self.send_failure(&row, &payload.contact, cond, &e.text).await;
+                self.send_failure(&row, &payload.contact, cond, &e.text)
+                    .await;
             }
         }
     }

@@ -43,21 +43,39 @@ impl Gateway {
                 self.deliver_inbound(account, &user, m).await;
             }
             RemoteEvent::Delivered { remote_message_id } => {
-                if let Ok(Some(row)) = self.store.outbox_by_remote(account, &remote_message_id).await {
-                    let contact = serde_json::from_str::<crate::gateway::OutboxPayload>(&row.payload)
-                        .map(|p| p.contact)
-                        .unwrap_or_default();
+                if let Ok(Some(row)) = self
+                    .store
+                    .outbox_by_remote(account, &remote_message_id)
+                    .await
+                {
+                    let contact =
+                        serde_json::from_str::<crate::gateway::OutboxPayload>(&row.payload)
+                            .map(|p| p.contact)
+                            .unwrap_or_default();
                     self.send_receipt(&row, &contact).await;
                 }
             }
-            RemoteEvent::Failed { remote_message_id, error } => {
-                if let Ok(Some(row)) = self.store.outbox_by_remote(account, &remote_message_id).await {
-                    let contact = serde_json::from_str::<crate::gateway::OutboxPayload>(&row.payload)
-                        .map(|p| p.contact)
-                        .unwrap_or_default();
+            RemoteEvent::Failed {
+                remote_message_id,
+                error,
+            } => {
+                if let Ok(Some(row)) = self
+                    .store
+                    .outbox_by_remote(account, &remote_message_id)
+                    .await
+                {
+                    let contact =
+                        serde_json::from_str::<crate::gateway::OutboxPayload>(&row.payload)
+                            .map(|p| p.contact)
+                            .unwrap_or_default();
                     let _ = self.store.mark_failed(row.id, &error.text).await;
-                    self.send_failure(&row, &contact, stanza::condition_for(error.kind), &error.text)
-                        .await;
+                    self.send_failure(
+                        &row,
+                        &contact,
+                        stanza::condition_for(error.kind),
+                        &error.text,
+                    )
+                    .await;
                 }
             }
         }
@@ -92,7 +110,10 @@ impl Gateway {
             }
         };
         let typ = if m.headline { "headline" } else { "chat" };
-        let id = format!("in-{}", &m.remote_message_id).chars().take(128).collect::<String>();
+        let id = format!("in-{}", &m.remote_message_id)
+            .chars()
+            .take(128)
+            .collect::<String>();
         let mut msg = stanza::message(&from, user, typ, &m.body).with_attr("id", id.clone());
         if let Some(s) = &m.subject {
             msg.push(Element::text_child("subject", NS_COMPONENT, s.clone()));
@@ -101,12 +122,22 @@ impl Gateway {
             msg.push(Element::text_child("thread", NS_COMPONENT, t.clone()));
         }
         for url in &m.links {
-            msg.push(Element::new("x", ns::OOB).with_child(Element::text_child("url", ns::OOB, url.clone())));
+            msg.push(Element::new("x", ns::OOB).with_child(Element::text_child(
+                "url",
+                ns::OOB,
+                url.clone(),
+            )));
         }
         msg.push(Element::new("markable", "urn:xmpp:chat-markers:0"));
         let _ = self
             .store
-            .map_message(account, crate::store::Direction::In, &id, &m.remote_message_id, m.thread.as_deref())
+            .map_message(
+                account,
+                crate::store::Direction::In,
+                &id,
+                &m.remote_message_id,
+                m.thread.as_deref(),
+            )
             .await;
         self.send(msg).await;
         self.metrics.message(bridge, "in", "ok");

@@ -112,19 +112,23 @@ mod tests {
     }
 
     fn r(xml: &str) -> Route {
-        let st = Stanza::from_element(parse_element(xml, NS_COMPONENT).expect("xml"))
-            .expect("stanza");
+        let st =
+            Stanza::from_element(parse_element(xml, NS_COMPONENT).expect("xml")).expect("stanza");
         route(&st, "gw.example", &Only("@example"))
     }
 
     #[test]
     fn routes_by_address_and_kind() {
         assert_eq!(
-            r("<iq type='get' id='1' from='a@example/r' to='gw.example'><query xmlns='jabber:iq:register'/></iq>"),
+            r(
+                "<iq type='get' id='1' from='a@example/r' to='gw.example'><query xmlns='jabber:iq:register'/></iq>"
+            ),
             Route::DomainIq
         );
         assert_eq!(
-            r("<message type='chat' from='a@example/r' to='bob\\40x.org@gw.example'><body>hi</body></message>"),
+            r(
+                "<message type='chat' from='a@example/r' to='bob\\40x.org@gw.example'><body>hi</body></message>"
+            ),
             Route::ContactMessage("bob\\40x.org".into())
         );
         assert_eq!(
@@ -144,7 +148,9 @@ mod tests {
             Route::Reject(Condition::Forbidden)
         );
         assert_eq!(
-            r("<iq type='set' id='1' from='z@elsewhere/r' to='gw.example'><query xmlns='jabber:iq:register'/></iq>"),
+            r(
+                "<iq type='set' id='1' from='z@elsewhere/r' to='gw.example'><query xmlns='jabber:iq:register'/></iq>"
+            ),
             Route::Reject(Condition::Forbidden)
         );
         assert_eq!(
@@ -158,7 +164,9 @@ mod tests {
             "<query xmlns='http://jabber.org/protocol/disco#items' node='http://jabber.org/protocol/commands'/>",
         ] {
             assert_eq!(
-                r(&format!("<iq type='get' id='1' from='z@elsewhere/r' to='gw.example'>{q}</iq>")),
+                r(&format!(
+                    "<iq type='get' id='1' from='z@elsewhere/r' to='gw.example'>{q}</iq>"
+                )),
                 Route::DomainIq,
                 "{q}"
             );
@@ -180,7 +188,9 @@ mod tests {
     #[test]
     fn groupchat_to_a_contact_is_not_acceptable() {
         assert_eq!(
-            r("<message type='groupchat' from='a@example/r' to='x@gw.example'><body>x</body></message>"),
+            r(
+                "<message type='groupchat' from='a@example/r' to='x@gw.example'><body>x</body></message>"
+            ),
             Route::Reject(Condition::NotAcceptable)
         );
     }

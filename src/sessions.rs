@@ -28,7 +28,8 @@ impl Gateway {
                     stop: stop_tx,
                 },
             );
-            self.metrics.set_sessions(self.kind.as_str(), sessions.len() as i64);
+            self.metrics
+                .set_sessions(self.kind.as_str(), sessions.len() as i64);
         }
         let me = Arc::clone(self);
         tokio::spawn(async move { me.supervise(account, user, creds, stop_rx).await });
@@ -40,7 +41,8 @@ impl Gateway {
         if let Some(old) = sessions.remove(&account) {
             let _ = old.stop.send(true);
         }
-        self.metrics.set_sessions(self.kind.as_str(), sessions.len() as i64);
+        self.metrics
+            .set_sessions(self.kind.as_str(), sessions.len() as i64);
     }
 
     /// Starts the sessions of every registered user (at start-up).
@@ -88,7 +90,8 @@ impl Gateway {
                     if let Some(e) = self.lock_sessions().get_mut(&account) {
                         e.session = Some(Arc::clone(&session));
                     }
-                    self.set_status(account, SessionStatus::Online(String::new())).await;
+                    self.set_status(account, SessionStatus::Online(String::new()))
+                        .await;
                     self.outbox_wake.notify_one();
                     failures = 0;
                     // The session stops when either this user's or the process's switch flips.

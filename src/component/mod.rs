@@ -109,7 +109,9 @@ pub fn spawn(
     let (out_tx, out_rx) = mpsc::channel(4096);
     let (conn_tx, conn_rx) = watch::channel(false);
     let keepalive = out_tx.clone();
-    let handle = tokio::spawn(run(cfg, inbound, out_rx, keepalive, conn_tx, metrics, shutdown));
+    let handle = tokio::spawn(run(
+        cfg, inbound, out_rx, keepalive, conn_tx, metrics, shutdown,
+    ));
     (
         Link {
             outgoing: Outgoing { tx: out_tx },
@@ -133,7 +135,16 @@ async fn run(
         if *shutdown.borrow() {
             return Ok(());
         }
-        let (ended, rx) = connect_once(&cfg, &inbound, out_rx, &keepalive, &connected, &metrics, &mut shutdown).await;
+        let (ended, rx) = connect_once(
+            &cfg,
+            &inbound,
+            out_rx,
+            &keepalive,
+            &connected,
+            &metrics,
+            &mut shutdown,
+        )
+        .await;
         out_rx = rx;
         let was_up = *connected.borrow();
         connected.send_replace(false);
@@ -145,7 +156,11 @@ async fn run(
                 return Err(LinkError::Fatal(why));
             }
             Ended::Retry(why) => {
-                failures = if was_up { 1 } else { failures.saturating_add(1) };
+                failures = if was_up {
+                    1
+                } else {
+                    failures.saturating_add(1)
+                };
                 let delay = backoff(failures, cfg.max_backoff);
                 metrics.reconnect(cfg.bridge);
                 tracing::warn!(domain = %cfg.domain, "component link down: {why}; retrying in {:.1}s", delay.as_secs_f64());
@@ -198,15 +213,30 @@ async fn connect_once(
     let addr = format!("{}:{}", cfg.host, cfg.port);
     let stream = match timeout(Duration::from_secs(10), TcpStream::connect(&addr)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return (Ended::Retry(format!("cannot connect to {addr}: {e}")), out_rx),
-        Err(_) => return (Ended::Retry(format!("timed out connecting to {addr}")), out_rx),
+        Ok(Err(e)) => {
+            return (
+                Ended::Retry(format!("cannot connect to {addr}: {e}")),
+                out_rx,
+            );
+        }
+        Err(_) => {
+            return (
+                Ended::Retry(format!("timed out connecting to {addr}")),
+                out_rx,
+            );
+        }
     };
     let _ = stream.set_nodelay(true);
     let (read_half, write_half) = stream.into_split();
     let mut reader = StreamReader::new(read_half, cfg.limits);
     let mut writer = BufWriter::new(write_half);
 
-    match timeout(Duration::from_secs(15), handshake(cfg, &mut reader, &mut writer)).await {
+    match timeout(
+        Duration::from_secs(15),
+        handshake(cfg, &mut reader, &mut writer),
+    )
+    .await
+    {
         Ok(Ok(())) => {}
         Ok(Err(ended)) => return (ended, out_rx),
         Err(_) => return (Ended::Retry("handshake timed out".into()), out_rx),
@@ -218,7 +248,13 @@ async fn connect_once(
     // The single writer: owns the socket's write half until told to stop, then hands the
     // queue back so stanzas queued meanwhile go out on the next connection.
     let (stop_tx, stop_rx) = oneshot::channel::<Option<String>>();
-    let writer_task = tokio::spawn(write_loop(writer, out_rx, stop_rx, metrics.clone(), cfg.bridge));
+    let writer_task = tokio::spawn(write_loop(
+        writer,
+        out_rx,
+        stop_rx,
+        metrics.clone(),
+        cfg.bridge,
+    ));
 
     let mut last_seen = Instant::now();
     let mut pinged = false;
@@ -284,12 +320,9 @@ async fn connect_once(
                     let rx = finish_writer(writer_task).await;
                     // Give the server a moment to close its side; don't wait forever.
                     let _ = timeout(Duration::from_secs(2), async {
-                        loop {
-                            match reader.next().await {
-                                Ok(StreamEvent::Stanza(_)) | Ok(StreamEvent::Open(_)) => continue,
-                                _ => break,
-                            }
-                        }
+                        while let Ok(StreamEvent::Stanza(_) | StreamEvent::Open(_)) =
+                            reader.next().await
+                        {}
                     }).await;
                     tracing::info!(domain = %cfg.domain, "component link closed");
                     return (Ended::Shutdown, rx);
@@ -301,7 +334,9 @@ async fn connect_once(
     (ended, finish_writer(writer_task).await)
 }
 
-async fn finish_writer(task: tokio::task::JoinHandle<mpsc::Receiver<Element>>) -> mpsc::Receiver<Element> {
+async fn finish_writer(
+    task: tokio::task::JoinHandle<mpsc::Receiver<Element>>,
+) -> mpsc::Receiver<Element> {
     match task.await {
         Ok(rx) => rx,
         Err(e) => {
@@ -354,9 +389,9 @@ async fn handshake(
                 Err(Ended::Retry(format!("handshake refused: {cond}")))
             }
         }
-        Ok(StreamEvent::Close) | Err(XmlError::Eof) => {
-            Err(Ended::Retry("server closed the stream during handshake".into()))
-        }
+        Ok(StreamEvent::Close) | Err(XmlError::Eof) => Err(Ended::Retry(
+            "server closed the stream during handshake".into(),
+        )),
         Ok(_) => Err(Ended::Retry("unexpected reply to handshake".into())),
         Err(e) => Err(Ended::Retry(format!("handshake: {e}"))),
     }

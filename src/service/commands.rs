@@ -84,8 +84,17 @@ impl Gateway {
                 }
             }
             "status" => {
-                let link = if *self.connected.borrow() { "up" } else { "down" };
-                let _ = writeln!(out, "{} ({}): link {link}", self.bridge.display_name(), self.domain);
+                let link = if *self.connected.borrow() {
+                    "up"
+                } else {
+                    "down"
+                };
+                let _ = writeln!(
+                    out,
+                    "{} ({}): link {link}",
+                    self.bridge.display_name(),
+                    self.domain
+                );
                 let status = self
                     .lock_sessions()
                     .values()
@@ -107,8 +116,16 @@ impl Gateway {
                 }
             }
             "stats" => {
-                let users = self.store.count_accounts(self.kind).await.map_err(store_err)?;
-                let depth = self.store.outbox_depth(self.kind).await.map_err(store_err)?;
+                let users = self
+                    .store
+                    .count_accounts(self.kind)
+                    .await
+                    .map_err(store_err)?;
+                let depth = self
+                    .store
+                    .outbox_depth(self.kind)
+                    .await
+                    .map_err(store_err)?;
                 let sessions = self.lock_sessions().len();
                 let b = self.kind.as_str();
                 let _ = writeln!(out, "registered users: {users}");
@@ -119,8 +136,10 @@ impl Gateway {
                     "stanzas in/out: {}/{}",
                     self.metrics
                         .counter("ferry_stanzas_total", &[("bridge", b), ("direction", "in")]),
-                    self.metrics
-                        .counter("ferry_stanzas_total", &[("bridge", b), ("direction", "out")])
+                    self.metrics.counter(
+                        "ferry_stanzas_total",
+                        &[("bridge", b), ("direction", "out")]
+                    )
                 );
                 let _ = writeln!(out, "uptime: {}s", self.started.elapsed().as_secs());
             }
@@ -137,7 +156,11 @@ impl Gateway {
     }
 
     /// XEP-0050 execution: every command is a single stage that completes at once.
-    pub(super) async fn command(&self, st: &Stanza, cmd: &Element) -> Result<Option<Element>, Reply> {
+    pub(super) async fn command(
+        &self,
+        st: &Stanza,
+        cmd: &Element,
+    ) -> Result<Option<Element>, Reply> {
         let node = cmd.attr("node").unwrap_or_default();
         let action = cmd.attr("action").unwrap_or("execute");
         if action == "cancel" {
@@ -158,7 +181,10 @@ impl Gateway {
                 .with_attr("node", node)
                 .with_attr("status", "completed")
                 .with_attr("sessionid", session)
-                .with_child(Element::text_child("note", ns::COMMANDS, text.clone()).with_attr("type", "info"))
+                .with_child(
+                    Element::text_child("note", ns::COMMANDS, text.clone())
+                        .with_attr("type", "info"),
+                )
                 .with_child(form::result(node, &[("result", "Result", text)])),
         ))
     }
@@ -188,7 +214,11 @@ impl Gateway {
 }
 
 fn suffix(t: &str) -> String {
-    if t.is_empty() { String::new() } else { format!(" ({t})") }
+    if t.is_empty() {
+        String::new()
+    } else {
+        format!(" ({t})")
+    }
 }
 
 fn store_err(e: crate::store::StoreError) -> Reply {

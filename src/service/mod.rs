@@ -48,7 +48,11 @@ impl Gateway {
             )),
             (true, ns::VCARD, "vCard") => Ok(Some(
                 Element::new("vCard", ns::VCARD)
-                    .with_child(Element::text_child("FN", ns::VCARD, self.bridge.display_name()))
+                    .with_child(Element::text_child(
+                        "FN",
+                        ns::VCARD,
+                        self.bridge.display_name(),
+                    ))
                     .with_child(Element::text_child(
                         "URL",
                         ns::VCARD,
@@ -159,12 +163,19 @@ impl Gateway {
         Ok(Some(q))
     }
 
-    async fn register_set(self: &Arc<Self>, st: &Stanza, q: &Element) -> Result<Option<Element>, Reply> {
+    async fn register_set(
+        self: &Arc<Self>,
+        st: &Stanza,
+        q: &Element,
+    ) -> Result<Option<Element>, Reply> {
         let user = jid::bare(&st.from);
         if q.child("remove", ns::REGISTER).is_some() {
             let existed = self.unregister(&user).await.map_err(internal)?;
             if !existed {
-                return Err((Condition::RegistrationRequired, Some("not registered".into())));
+                return Err((
+                    Condition::RegistrationRequired,
+                    Some("not registered".into()),
+                ));
             }
             return Ok(None);
         }
@@ -211,7 +222,8 @@ impl Gateway {
         self.stop_session(account);
         self.start_session(account, user.clone(), creds);
         // XEP-0100 §6.1: the gateway asks to be in the user's roster.
-        self.send(stanza::presence(&self.domain, &user, Some("subscribe"))).await;
+        self.send(stanza::presence(&self.domain, &user, Some("subscribe")))
+            .await;
         Ok(None)
     }
 
@@ -223,9 +235,12 @@ impl Gateway {
         let existed = self.store.remove_account(self.kind, user).await?;
         if existed {
             tracing::info!(domain = %self.domain, user = %user, "unregistered");
-            self.send(stanza::presence(&self.domain, user, Some("unsubscribe"))).await;
-            self.send(stanza::presence(&self.domain, user, Some("unsubscribed"))).await;
-            self.send(stanza::presence(&self.domain, user, Some("unavailable"))).await;
+            self.send(stanza::presence(&self.domain, user, Some("unsubscribe")))
+                .await;
+            self.send(stanza::presence(&self.domain, user, Some("unsubscribed")))
+                .await;
+            self.send(stanza::presence(&self.domain, user, Some("unavailable")))
+                .await;
         }
         Ok(existed)
     }

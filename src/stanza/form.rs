@@ -13,7 +13,11 @@ pub fn to_element(form: &Form, form_type: Option<&str>) -> Element {
         x.push(Element::text_child("title", ns::DATA, &form.title));
     }
     if !form.instructions.is_empty() {
-        x.push(Element::text_child("instructions", ns::DATA, &form.instructions));
+        x.push(Element::text_child(
+            "instructions",
+            ns::DATA,
+            &form.instructions,
+        ));
     }
     if let Some(ft) = form_type {
         x.push(

@@ -73,7 +73,10 @@ impl Stanza {
             .attr("from")
             .and_then(jid::parse)
             .ok_or(StanzaError::BadFrom)?;
-        let to = el.attr("to").and_then(jid::parse).ok_or(StanzaError::BadTo)?;
+        let to = el
+            .attr("to")
+            .and_then(jid::parse)
+            .ok_or(StanzaError::BadTo)?;
         let typ = el
             .attr("type")
             .unwrap_or(match kind {
@@ -299,11 +302,17 @@ mod tests {
     fn message_error_has_text() {
         let m = stanza("<message from='a@b/c' to='x@gw.b' id='m'><body>x</body></message>");
         let reply = m
-            .error_reply(Condition::RecipientUnavailable, Some("mailbox does not exist"))
+            .error_reply(
+                Condition::RecipientUnavailable,
+                Some("mailbox does not exist"),
+            )
             .expect("reply");
         let err = reply.child("error", NS_COMPONENT).expect("error");
         assert_eq!(err.attr("type"), Some("wait"));
-        assert!(err.child("recipient-unavailable", NS_STANZA_ERRORS).is_some());
+        assert!(
+            err.child("recipient-unavailable", NS_STANZA_ERRORS)
+                .is_some()
+        );
         assert_eq!(
             err.child_text("text", NS_STANZA_ERRORS).as_deref(),
             Some("mailbox does not exist")

@@ -111,11 +111,16 @@ const CLAIM_SQLITE: &str = concat!(
     columns!()
 );
 
+/// The CTE is evaluated once (a locking CTE is never inlined), so the rows locked are
+/// exactly the rows updated; `SKIP LOCKED` passes over rows another claimer is taking, and
+/// a row whose lease another claimer renewed meanwhile fails the re-check under the lock.
 const CLAIM_POSTGRES: &str = concat!(
-    "UPDATE outbox SET locked_until_ms = $2 + $3, attempts = attempts + 1, updated_at_ms = $2
-     WHERE id IN (",
+    "WITH due (due_id) AS (",
     claimable!(),
-    " FOR UPDATE SKIP LOCKED) RETURNING ",
+    " FOR UPDATE SKIP LOCKED)
+     UPDATE outbox SET locked_until_ms = $2 + $3, attempts = attempts + 1, updated_at_ms = $2
+     FROM due WHERE outbox.id = due.due_id
+     RETURNING ",
     columns!()
 );
 

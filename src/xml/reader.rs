@@ -115,7 +115,12 @@ impl Builder {
         }
         own.iter()
             .rev()
-            .chain(self.stack.iter().rev().flat_map(|f| f.bindings.iter().rev()))
+            .chain(
+                self.stack
+                    .iter()
+                    .rev()
+                    .flat_map(|f| f.bindings.iter().rev()),
+            )
             .chain(self.root_bindings.iter().rev())
             .find(|(p, _)| p == prefix)
             .map(|(_, ns)| ns.clone())
@@ -346,7 +351,8 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
             limit: limits.max_stanza_bytes + 2 * READ_AHEAD,
             exceeded: false,
         };
-        let mut reader = quick_xml::Reader::from_reader(BufReader::with_capacity(READ_AHEAD, budget));
+        let mut reader =
+            quick_xml::Reader::from_reader(BufReader::with_capacity(READ_AHEAD, budget));
         let config = reader.config_mut();
         config.check_end_names = true;
         config.expand_empty_elements = false;
@@ -420,9 +426,14 @@ mod tests {
         let StreamEvent::Stanza(m) = &evs[2] else {
             panic!("not a stanza")
         };
-        assert_eq!(m.child_text("body", NS_COMPONENT).as_deref(), Some("x < y ☺"));
-        assert!(matches!(&evs[3], StreamEvent::Stanza(e) if e.is("error", NS_STREAM)
-            && e.child("conflict", NS_STREAM_ERRORS).is_some()));
+        assert_eq!(
+            m.child_text("body", NS_COMPONENT).as_deref(),
+            Some("x < y ☺")
+        );
+        assert!(
+            matches!(&evs[3], StreamEvent::Stanza(e) if e.is("error", NS_STREAM)
+            && e.child("conflict", NS_STREAM_ERRORS).is_some())
+        );
         assert_eq!(evs[4], StreamEvent::Close);
     }
 
@@ -461,7 +472,11 @@ mod tests {
             "<message><?pi x?></message>",
         ] {
             let (_, err) = events(&format!("{HEADER}{bad}")).await;
-            assert_eq!(err.and_then(|e| e.condition()), Some("restricted-xml"), "{bad}");
+            assert_eq!(
+                err.and_then(|e| e.condition()),
+                Some("restricted-xml"),
+                "{bad}"
+            );
         }
     }
 
@@ -501,7 +516,11 @@ mod tests {
             "<message><body>\u{1}</body></message>",
         ] {
             let (_, err) = events(&format!("{HEADER}{bad}")).await;
-            assert_eq!(err.and_then(|e| e.condition()), Some("not-well-formed"), "{bad}");
+            assert_eq!(
+                err.and_then(|e| e.condition()),
+                Some("not-well-formed"),
+                "{bad}"
+            );
         }
     }
 

@@ -12,9 +12,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use crate::{
-    AccountId, Bridge, BridgeError, BridgeKind, Credentials, ErrorKind, EventSink, Form,
-    FormField, FormValues, Outbound, ParsedAddress, RemoteEvent, RemoteId, SendReceipt, Session,
-    Shutdown,
+    AccountId, Bridge, BridgeError, BridgeKind, Credentials, ErrorKind, EventSink, Form, FormField,
+    FormValues, Outbound, ParsedAddress, RemoteEvent, RemoteId, SendReceipt, Session, Shutdown,
 };
 
 /// What the fake has seen, shared between the bridge, its sessions and the test.

@@ -215,7 +215,9 @@ pub enum SessionStatus {
 pub enum RemoteEvent {
     Message(InboundMessage),
     /// A delivery report for a message this session sent earlier.
-    Delivered { remote_message_id: String },
+    Delivered {
+        remote_message_id: String,
+    },
     /// A delivery failure reported after acceptance.
     Failed {
         remote_message_id: String,

@@ -1,0 +1,1213 @@
+//! Integration tests of ferry's durable store (`ferry::store`). Every scenario runs twice,
+//! with the same body: against SQLite (a fresh temporary file) and against PostgreSQL (a
+//! fresh `ferry_test_<hex>` database on `FERRY_TEST_PG_URL`, dropped afterwards).
+//!
+//! PostgreSQL being unreachable fails the PostgreSQL half, unless `FERRY_SKIP_PG=1`.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use ferry::store::{Backend, Cipher, Direction, NewOutbox, OutboxState, Store, StoreError, now_ms};
+use ferry_bridge_api::{AccountId, BridgeKind, Credentials};
+use sqlx::{AnyPool, Connection};
+use tokio::task::JoinSet;
+
+const KEY: [u8; 32] = [0x5a; 32];
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// One scratch database, and how to reach it.
+struct TestDb {
+    /// What every store and raw pool of this test connects to.
+    url: String,
+    /// Which backend `url` names, checked against what the store reports.
+    backend: Backend,
+    /// Keeps the SQLite file's directory alive for the test.
+    _dir: Option<tempfile::TempDir>,
+    /// Drops the PostgreSQL database when the test ends, even by panic.
+    _pg: Option<PgDatabase>,
+}
+
+struct PgDatabase {
+    /// Where the database was created from, and is dropped from.
+    admin_url: String,
+    /// `ferry_test_<hex>`.
+    name: String,
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Best effort, on a thread of its own: we may be inside (or after) a runtime.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut conn)
+                        .await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// `url` without its password, for messages.
+fn redacted(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    match url[start..authority_end].rfind('@') {
+        Some(at) => match url[start..start + at].find(':') {
+            Some(colon) => format!("{}***{}", &url[..start + colon + 1], &url[start + at..]),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// `url` with its database name replaced by `db`.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    format!("{}/{db}{query}", &base[..path_start])
+}
+
+impl TestDb {
+    fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // The file does not exist yet: Store::open must create it.
+        let url = format!("sqlite://{}", dir.path().join("ferry.db").display());
+        TestDb {
+            url,
+            backend: Backend::Sqlite,
+            _dir: Some(dir),
+            _pg: None,
+        }
+    }
+
+    /// A fresh PostgreSQL database, or `None` when PostgreSQL is down and
+    /// `FERRY_SKIP_PG=1`.
+    async fn postgres() -> Option<TestDb> {
+        let admin_url =
+            std::env::var("FERRY_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned());
+        let connect = tokio::time::timeout(
+            Duration::from_secs(10),
+            sqlx::PgConnection::connect(&admin_url),
+        )
+        .await;
+        let mut admin = match connect {
+            Ok(Ok(conn)) => conn,
+            failure => {
+                let why = match failure {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_owned(),
+                };
+                let admin_url = redacted(&admin_url);
+                if std::env::var("FERRY_SKIP_PG").as_deref() == Ok("1") {
+                    println!("skipping: postgresql unreachable at {admin_url} ({why})");
+                    return None;
+                }
+                panic!(
+                    "postgresql unreachable at {admin_url} ({why}); start it, point \
+                     FERRY_TEST_PG_URL at one, or set FERRY_SKIP_PG=1"
+                );
+            }
+        };
+        let name = format!("ferry_test_{:016x}", rand::random::<u64>());
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let _ = admin.close().await;
+        Some(TestDb {
+            url: with_database(&admin_url, &name),
+            backend: Backend::Postgres,
+            _dir: None,
+            _pg: Some(PgDatabase { admin_url, name }),
+        })
+    }
+
+    /// A new store (its own pool, like another ferry process), not migrated.
+    async fn store(&self) -> Store {
+        self.store_with(Cipher::from_key(KEY)).await
+    }
+
+    async fn store_with(&self, cipher: Cipher) -> Store {
+        let store = Store::open(&self.url, cipher).await.expect("open store");
+        assert_eq!(store.backend(), self.backend);
+        store
+    }
+
+    async fn migrated(&self) -> Store {
+        let store = self.store().await;
+        store.migrate().await.expect("migrate");
+        store
+    }
+
+    /// Plain SQL access, for inspecting and tampering behind the store's back.
+    async fn raw(&self) -> AnyPool {
+        sqlx::any::install_default_drivers();
+        AnyPool::connect(&self.url).await.expect("raw pool")
+    }
+}
+
+/// Runs each named scenario once on SQLite and once on PostgreSQL.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn sqlite() {
+                    let db = super::TestDb::sqlite();
+                    super::$name(&db).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn postgres() {
+                    if let Some(db) = super::TestDb::postgres().await {
+                        super::$name(&db).await;
+                    }
+                }
+            }
+        )*
+    };
+}
+
+on_both_backends!(
+    migrations_are_idempotent,
+    concurrent_migrations_apply_once,
+    accounts_upsert_and_lookup,
+    remove_account_cascades,
+    credentials_are_bound_to_their_row,
+    identities_are_unique_both_ways,
+    concurrent_ensure_identity_agrees,
+    contacts_round_trip,
+    message_map_round_trip,
+    inbound_dedupe_under_concurrency,
+    outbox_lifecycle,
+    concurrent_claimers_never_share_a_row,
+    kv_round_trip,
+);
+
+fn creds(pairs: &[(&str, &str)]) -> Credentials {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn message(account: AccountId, recipient: &str, body: &str) -> NewOutbox {
+    NewOutbox {
+        bridge: BridgeKind::Sms,
+        account,
+        recipient: recipient.to_owned(),
+        payload: format!(r#"{{"body":"{body}"}}"#),
+        from_jid: "alice@example.org/phone".to_owned(),
+        stanza_id: Some(format!("stanza-{body}")),
+        want_receipt: true,
+    }
+}
+
+async fn count(raw: &AnyPool, sql: &'static str, id: i64) -> i64 {
+    sqlx::query_scalar(sql)
+        .bind(id)
+        .fetch_one(raw)
+        .await
+        .expect("count")
+}
+
+// ---- scenarios -------------------------------------------------------------------------
+
+async fn migrations_are_idempotent(db: &TestDb) {
+    let store = db.store().await;
+    assert_eq!(
+        store.migrate().await.expect("first migrate"),
+        vec!["0001_init".to_owned()]
+    );
+    assert!(store.migrate().await.expect("second migrate").is_empty());
+    // Another process finds the schema current as well.
+    let other = db.store().await;
+    assert!(other.migrate().await.expect("other migrate").is_empty());
+    let raw = db.raw().await;
+    let recorded: Vec<(i64, String)> =
+        sqlx::query_as("SELECT version, name FROM ferry_migrations ORDER BY version")
+            .fetch_all(&raw)
+            .await
+            .expect("read ferry_migrations");
+    assert_eq!(recorded, vec![(1, "0001_init".to_owned())]);
+}
+
+async fn concurrent_migrations_apply_once(db: &TestDb) {
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(db.store().await);
+    }
+    let mut tasks = JoinSet::new();
+    for store in stores {
+        tasks.spawn(async move { store.migrate().await });
+    }
+    let mut applied = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        applied.extend(result.expect("task").expect("concurrent migrate"));
+    }
+    assert_eq!(applied, vec!["0001_init".to_owned()]);
+    let store = db.store().await;
+    assert!(store.migrate().await.expect("migrate after").is_empty());
+    store
+        .upsert_account(BridgeKind::Email, "a@example.org", &Credentials::new())
+        .await
+        .expect("schema usable");
+}
+
+async fn accounts_upsert_and_lookup(db: &TestDb) {
+    let s = db.migrated().await;
+    let first = creds(&[("imap_host", "mail.example.org"), ("password", "hunter2")]);
+    let id = s
+        .upsert_account(BridgeKind::Email, "Alice@Example.ORG", &first)
+        .await
+        .expect("upsert");
+    let alice = s
+        .account(BridgeKind::Email, "alice@example.org")
+        .await
+        .expect("lookup")
+        .expect("present");
+    assert_eq!(alice.id, id);
+    assert_eq!(alice.bridge, BridgeKind::Email);
+    assert_eq!(alice.jid, "alice@example.org");
+    assert_eq!(alice.credentials, first);
+    assert!(alice.created_at_ms > 0);
+    assert!(
+        !format!("{alice:?}").contains("hunter2"),
+        "debug leaks secret"
+    );
+
+    // Replacing credentials keeps the id.
+    let second = creds(&[("password", "correct horse")]);
+    let again = s
+        .upsert_account(BridgeKind::Email, "alice@example.org", &second)
+        .await
+        .expect("re-upsert");
+    assert_eq!(again, id);
+    let by_id = s.account_by_id(id).await.expect("by id").expect("present");
+    assert_eq!(by_id.credentials, second);
+    assert_eq!(by_id.created_at_ms, alice.created_at_ms);
+
+    // The same user on another bridge is another account; no credentials round-trip too.
+    let rss = s
+        .upsert_account(BridgeKind::Rss, "alice@example.org", &Credentials::new())
+        .await
+        .expect("rss upsert");
+    assert_ne!(rss, id);
+    let bob = s
+        .upsert_account(BridgeKind::Email, "bob@example.org", &creds(&[("p", "b")]))
+        .await
+        .expect("bob");
+
+    assert_eq!(s.count_accounts(BridgeKind::Email).await.expect("count"), 2);
+    assert_eq!(s.count_accounts(BridgeKind::Rss).await.expect("count"), 1);
+    assert_eq!(s.count_accounts(BridgeKind::Sms).await.expect("count"), 0);
+    let emails = s.accounts(BridgeKind::Email).await.expect("list");
+    assert_eq!(
+        emails.iter().map(|a| a.id).collect::<Vec<_>>(),
+        vec![id, bob]
+    );
+    let feeds = s.accounts(BridgeKind::Rss).await.expect("list");
+    assert_eq!(feeds.len(), 1);
+    assert!(feeds[0].credentials.is_empty());
+
+    assert!(
+        s.account(BridgeKind::Email, "nobody@example.org")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    assert!(
+        s.account_by_id(AccountId(i64::MAX))
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+}
+
+async fn remove_account_cascades(db: &TestDb) {
+    let s = db.migrated().await;
+    let raw = db.raw().await;
+    let alice = s
+        .upsert_account(BridgeKind::Sms, "alice@example.org", &creds(&[("n", "1")]))
+        .await
+        .expect("alice");
+    let bob = s
+        .upsert_account(BridgeKind::Sms, "bob@example.org", &creds(&[("n", "2")]))
+        .await
+        .expect("bob");
+    let carol = s
+        .ensure_identity(BridgeKind::Sms, "+12015550123", "+12015550123", None, true)
+        .await
+        .expect("identity");
+    for account in [alice, bob] {
+        assert!(
+            s.introduce_contact(account, carol.id)
+                .await
+                .expect("introduce")
+        );
+        s.map_message(account, Direction::Out, "x1", "SM1", Some("t1"))
+            .await
+            .expect("map");
+        assert!(s.mark_inbound(account, "SM2").await.expect("mark"));
+        s.enqueue(&message(account, "+12015550123", "hi"))
+            .await
+            .expect("enqueue");
+    }
+    let alice_row = s
+        .enqueue(&message(alice, "+12015550123", "again"))
+        .await
+        .expect("enqueue");
+    s.retry_later(alice_row, now_ms() + 60_000, "later")
+        .await
+        .expect("retry");
+
+    assert!(
+        s.remove_account(BridgeKind::Sms, "ALICE@example.org")
+            .await
+            .expect("remove")
+    );
+    assert!(
+        s.account(BridgeKind::Sms, "alice@example.org")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    assert!(s.account_by_id(alice).await.expect("by id").is_none());
+    assert!(s.contacts(alice).await.expect("contacts").is_empty());
+    assert!(
+        s.xmpp_for_remote(alice, "SM1")
+            .await
+            .expect("map")
+            .is_none()
+    );
+    assert!(s.outbox_row(alice_row).await.expect("row").is_none());
+    for sql in [
+        "SELECT COUNT(*) FROM accounts WHERE id = $1",
+        "SELECT COUNT(*) FROM contacts WHERE account_id = $1",
+        "SELECT COUNT(*) FROM message_map WHERE account_id = $1",
+        "SELECT COUNT(*) FROM inbound_seen WHERE account_id = $1",
+        "SELECT COUNT(*) FROM outbox WHERE account_id = $1",
+    ] {
+        assert_eq!(count(&raw, sql, alice.0).await, 0, "{sql}");
+    }
+
+    // Bob and the shared identity are untouched.
+    assert_eq!(
+        s.contacts(bob).await.expect("contacts"),
+        vec![carol.clone()]
+    );
+    assert!(s.xmpp_for_remote(bob, "SM1").await.expect("map").is_some());
+    assert!(!s.mark_inbound(bob, "SM2").await.expect("mark"));
+    assert_eq!(s.outbox_depth(BridgeKind::Sms).await.expect("depth"), 1);
+    assert_eq!(
+        s.identity_by_remote(BridgeKind::Sms, "+12015550123")
+            .await
+            .expect("identity"),
+        Some(carol)
+    );
+
+    assert!(
+        !s.remove_account(BridgeKind::Sms, "alice@example.org")
+            .await
+            .expect("remove again")
+    );
+    assert_eq!(s.count_accounts(BridgeKind::Sms).await.expect("count"), 1);
+    // A new registration never reuses the old id.
+    let fresh = s
+        .upsert_account(BridgeKind::Sms, "alice@example.org", &Credentials::new())
+        .await
+        .expect("re-register");
+    assert_ne!(fresh, alice);
+}
+
+async fn credentials_are_bound_to_their_row(db: &TestDb) {
+    let s = db.migrated().await;
+    let raw = db.raw().await;
+    let alice = s
+        .upsert_account(
+            BridgeKind::Email,
+            "alice@example.org",
+            &creds(&[("password", "alice-secret")]),
+        )
+        .await
+        .expect("alice");
+    let bob = s
+        .upsert_account(
+            BridgeKind::Email,
+            "bob@example.org",
+            &creds(&[("password", "bob-secret")]),
+        )
+        .await
+        .expect("bob");
+
+    // At rest: versioned, and no plaintext.
+    let blob: Vec<u8> = sqlx::query_scalar("SELECT credentials FROM accounts WHERE id = $1")
+        .bind(alice.0)
+        .fetch_one(&raw)
+        .await
+        .expect("blob");
+    assert_eq!(blob[0], ferry::store::BLOB_VERSION);
+    assert!(!blob.windows(12).any(|w| w == b"alice-secret"));
+
+    // A key that is not ours opens nothing.
+    let stranger = db.store_with(Cipher::from_key([1; 32])).await;
+    assert!(matches!(
+        stranger
+            .account(BridgeKind::Email, "alice@example.org")
+            .await,
+        Err(StoreError::Crypto)
+    ));
+
+    // Alice's ciphertext copied onto Bob's row does not open there.
+    sqlx::query(
+        "UPDATE accounts SET credentials = (SELECT credentials FROM accounts WHERE id = $1)
+         WHERE id = $2",
+    )
+    .bind(alice.0)
+    .bind(bob.0)
+    .execute(&raw)
+    .await
+    .expect("tamper");
+    assert!(matches!(
+        s.account(BridgeKind::Email, "bob@example.org").await,
+        Err(StoreError::Crypto)
+    ));
+    assert!(matches!(
+        s.account_by_id(bob).await,
+        Err(StoreError::Crypto)
+    ));
+    assert_eq!(
+        s.account(BridgeKind::Email, "alice@example.org")
+            .await
+            .expect("alice still opens")
+            .expect("present")
+            .credentials,
+        creds(&[("password", "alice-secret")])
+    );
+    // Listing skips the unreadable account rather than failing everyone.
+    let listed = s.accounts(BridgeKind::Email).await.expect("list");
+    assert_eq!(listed.iter().map(|a| a.id).collect::<Vec<_>>(), vec![alice]);
+    // Re-registering repairs it.
+    s.upsert_account(
+        BridgeKind::Email,
+        "bob@example.org",
+        &creds(&[("password", "new")]),
+    )
+    .await
+    .expect("repair");
+    assert_eq!(s.accounts(BridgeKind::Email).await.expect("list").len(), 2);
+}
+
+async fn identities_are_unique_both_ways(db: &TestDb) {
+    let s = db.migrated().await;
+    let a = s
+        .ensure_identity(
+            BridgeKind::Rss,
+            "https://a.example/feed",
+            "News",
+            Some("A News"),
+            false,
+        )
+        .await
+        .expect("a");
+    assert_eq!(a.localpart, "news");
+    assert_eq!(a.display.as_deref(), Some("A News"));
+    assert_eq!(a.bridge, BridgeKind::Rss);
+    let a_again = s
+        .ensure_identity(
+            BridgeKind::Rss,
+            "https://a.example/feed",
+            "other",
+            None,
+            false,
+        )
+        .await
+        .expect("a again");
+    assert_eq!(a_again, a);
+
+    let b = s
+        .ensure_identity(
+            BridgeKind::Rss,
+            "https://b.example/feed",
+            "news",
+            None,
+            false,
+        )
+        .await
+        .expect("b");
+    assert_eq!(b.localpart, "news-2");
+    assert_eq!(b.display, None);
+    let c = s
+        .ensure_identity(
+            BridgeKind::Rss,
+            "https://c.example/feed",
+            "news",
+            None,
+            false,
+        )
+        .await
+        .expect("c");
+    assert_eq!(c.localpart, "news-3");
+    assert_ne!(b.id, c.id);
+
+    assert_eq!(
+        s.identity_by_localpart(BridgeKind::Rss, "NEWS-2")
+            .await
+            .expect("by localpart"),
+        Some(b.clone())
+    );
+    assert_eq!(
+        s.identity_by_remote(BridgeKind::Rss, "https://c.example/feed")
+            .await
+            .expect("by remote"),
+        Some(c.clone())
+    );
+    assert!(
+        s.identity_by_remote(BridgeKind::Rss, "https://z.example/feed")
+            .await
+            .expect("by remote")
+            .is_none()
+    );
+
+    // A display name fills in later, once.
+    let b_named = s
+        .ensure_identity(
+            BridgeKind::Rss,
+            "https://b.example/feed",
+            "news",
+            Some("B"),
+            false,
+        )
+        .await
+        .expect("b named");
+    assert_eq!(b_named.display.as_deref(), Some("B"));
+    assert_eq!(b_named.localpart, "news-2");
+
+    // Bridges have separate namespaces.
+    let email = s
+        .ensure_identity(BridgeKind::Email, "news@example.org", "news", None, true)
+        .await
+        .expect("email");
+    assert_eq!(email.localpart, "news");
+    // A derived localpart that belongs to someone else is a conflict, not a suffix.
+    assert!(matches!(
+        s.ensure_identity(BridgeKind::Email, "NEWS@example.org", "news", None, true)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    // The constraints hold even for writes that bypass the store.
+    let raw = db.raw().await;
+    for (remote, localpart) in [("https://a.example/feed", "fresh"), ("https://new", "news")] {
+        let dup = sqlx::query(
+            "INSERT INTO identities (bridge, remote_id, localpart, created_at_ms)
+             VALUES ('rss', $1, $2, 0)",
+        )
+        .bind(remote)
+        .bind(localpart)
+        .execute(&raw)
+        .await;
+        assert!(dup.is_err(), "duplicate ({remote}, {localpart}) accepted");
+    }
+}
+
+async fn concurrent_ensure_identity_agrees(db: &TestDb) {
+    let s = db.migrated().await;
+    let mut tasks = JoinSet::new();
+    for _ in 0..20 {
+        let s = s.clone();
+        tasks.spawn(async move {
+            s.ensure_identity(BridgeKind::Sms, "+12015550100", "+12015550100", None, true)
+                .await
+        });
+    }
+    let mut ids = BTreeSet::new();
+    while let Some(result) = tasks.join_next().await {
+        ids.insert(result.expect("task").expect("ensure").id);
+    }
+    assert_eq!(ids.len(), 1, "one foreign id, one row");
+
+    // Different foreign ids racing for one preferred localpart all get one of their own.
+    let mut tasks = JoinSet::new();
+    for i in 0..10 {
+        let s = s.clone();
+        tasks.spawn(async move {
+            s.ensure_identity(
+                BridgeKind::Rss,
+                &format!("https://feeds.example/{i}"),
+                "feed",
+                None,
+                false,
+            )
+            .await
+        });
+    }
+    let mut localparts = BTreeSet::new();
+    while let Some(result) = tasks.join_next().await {
+        localparts.insert(result.expect("task").expect("ensure").localpart);
+    }
+    let expected: BTreeSet<String> = std::iter::once("feed".to_owned())
+        .chain((2..=10).map(|n| format!("feed-{n}")))
+        .collect();
+    assert_eq!(localparts, expected);
+}
+
+async fn contacts_round_trip(db: &TestDb) {
+    let s = db.migrated().await;
+    let account = s
+        .upsert_account(BridgeKind::Email, "alice@example.org", &Credentials::new())
+        .await
+        .expect("account");
+    let x = s
+        .ensure_identity(BridgeKind::Email, "x@example.net", "x", None, true)
+        .await
+        .expect("x");
+    let y = s
+        .ensure_identity(BridgeKind::Email, "y@example.net", "y", Some("Y"), true)
+        .await
+        .expect("y");
+    assert!(s.introduce_contact(account, x.id).await.expect("introduce"));
+    assert!(!s.introduce_contact(account, x.id).await.expect("again"));
+    assert!(s.introduce_contact(account, y.id).await.expect("introduce"));
+    let mut contacts = s.contacts(account).await.expect("contacts");
+    contacts.sort_by_key(|i| i.id);
+    assert_eq!(contacts, vec![x.clone(), y.clone()]);
+    assert!(s.remove_contact(account, x.id).await.expect("remove"));
+    assert!(!s.remove_contact(account, x.id).await.expect("remove again"));
+    assert_eq!(s.contacts(account).await.expect("contacts"), vec![y]);
+    // Introducing an identity that does not exist is refused by the foreign key.
+    assert!(s.introduce_contact(account, i64::MAX).await.is_err());
+}
+
+async fn message_map_round_trip(db: &TestDb) {
+    let s = db.migrated().await;
+    let alice = s
+        .upsert_account(BridgeKind::Email, "alice@example.org", &Credentials::new())
+        .await
+        .expect("alice");
+    let bob = s
+        .upsert_account(BridgeKind::Email, "bob@example.org", &Credentials::new())
+        .await
+        .expect("bob");
+    s.map_message(alice, Direction::Out, "stanza-1", "<r1@mail>", Some("thr"))
+        .await
+        .expect("map out");
+    s.map_message(alice, Direction::In, "ferry-2", "<r2@mail>", None)
+        .await
+        .expect("map in");
+
+    let out = s
+        .remote_for_xmpp(alice, "stanza-1")
+        .await
+        .expect("lookup")
+        .expect("present");
+    assert_eq!(out.account, alice);
+    assert_eq!(out.direction, Direction::Out);
+    assert_eq!(out.remote_message_id, "<r1@mail>");
+    assert_eq!(out.thread.as_deref(), Some("thr"));
+    let inbound = s
+        .xmpp_for_remote(alice, "<r2@mail>")
+        .await
+        .expect("lookup")
+        .expect("present");
+    assert_eq!(inbound.direction, Direction::In);
+    assert_eq!(inbound.xmpp_id, "ferry-2");
+    assert_eq!(inbound.thread, None);
+
+    // Per account.
+    assert!(
+        s.remote_for_xmpp(bob, "stanza-1")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    // Mapping a foreign id again replaces the pair.
+    s.map_message(alice, Direction::Out, "stanza-9", "<r1@mail>", None)
+        .await
+        .expect("remap");
+    assert_eq!(
+        s.xmpp_for_remote(alice, "<r1@mail>")
+            .await
+            .expect("lookup")
+            .expect("present")
+            .xmpp_id,
+        "stanza-9"
+    );
+    assert_eq!(
+        s.prune_message_map(now_ms() + 1_000).await.expect("prune"),
+        2
+    );
+    assert!(
+        s.xmpp_for_remote(alice, "<r2@mail>")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+}
+
+async fn inbound_dedupe_under_concurrency(db: &TestDb) {
+    let s = db.migrated().await;
+    let alice = s
+        .upsert_account(BridgeKind::Email, "alice@example.org", &Credentials::new())
+        .await
+        .expect("alice");
+    let bob = s
+        .upsert_account(BridgeKind::Email, "bob@example.org", &Credentials::new())
+        .await
+        .expect("bob");
+    let mut tasks = JoinSet::new();
+    for _ in 0..50 {
+        let s = s.clone();
+        tasks.spawn(async move { s.mark_inbound(alice, "<uid-1@mail>").await });
+    }
+    let mut firsts = 0;
+    while let Some(result) = tasks.join_next().await {
+        if result.expect("task").expect("mark") {
+            firsts += 1;
+        }
+    }
+    assert_eq!(firsts, 1);
+    assert!(!s.mark_inbound(alice, "<uid-1@mail>").await.expect("mark"));
+    assert!(
+        s.mark_inbound(bob, "<uid-1@mail>")
+            .await
+            .expect("per account")
+    );
+    assert!(
+        s.unmark_inbound(alice, "<uid-1@mail>")
+            .await
+            .expect("unmark")
+    );
+    assert!(s.mark_inbound(alice, "<uid-1@mail>").await.expect("again"));
+    assert_eq!(
+        s.prune_inbound_seen(now_ms() + 1_000).await.expect("prune"),
+        2
+    );
+}
+
+async fn outbox_lifecycle(db: &TestDb) {
+    let s = db.migrated().await;
+    let acc = s
+        .upsert_account(BridgeKind::Sms, "alice@example.org", &Credentials::new())
+        .await
+        .expect("account");
+    let id1 = s
+        .enqueue(&message(acc, "+12015550101", "one"))
+        .await
+        .expect("enqueue");
+    let mut no_receipt = message(acc, "+12015550102", "two");
+    no_receipt.want_receipt = false;
+    no_receipt.stanza_id = None;
+    let batch = s
+        .enqueue_batch(&[no_receipt, message(acc, "+12015550103", "three")])
+        .await
+        .expect("batch");
+    assert_eq!(batch.len(), 2);
+    let (id2, id3) = (batch[0], batch[1]);
+    assert!(id1 < id2 && id2 < id3);
+    assert!(s.enqueue_batch(&[]).await.expect("empty batch").is_empty());
+
+    assert_eq!(s.outbox_depth(BridgeKind::Sms).await.expect("depth"), 3);
+    assert_eq!(s.outbox_depth(BridgeKind::Email).await.expect("depth"), 0);
+    let t = now_ms();
+    assert!(
+        s.next_due_at(BridgeKind::Sms)
+            .await
+            .expect("due")
+            .expect("some")
+            <= t
+    );
+    assert_eq!(s.next_due_at(BridgeKind::Email).await.expect("due"), None);
+
+    let row = s.outbox_row(id1).await.expect("row").expect("present");
+    assert_eq!(row.state, OutboxState::Pending);
+    assert_eq!(row.attempts, 0);
+    assert_eq!(row.account, acc);
+    assert_eq!(row.bridge, BridgeKind::Sms);
+    assert_eq!(row.recipient, "+12015550101");
+    assert_eq!(row.payload, r#"{"body":"one"}"#);
+    assert_eq!(row.from_jid, "alice@example.org/phone");
+    assert_eq!(row.stanza_id.as_deref(), Some("stanza-one"));
+    assert!(row.want_receipt);
+    assert_eq!(row.locked_until_ms, 0);
+    let row2 = s.outbox_row(id2).await.expect("row").expect("present");
+    assert!(!row2.want_receipt);
+    assert_eq!(row2.stanza_id, None);
+
+    // Claim in order, honouring the limit; leased rows are not claimed twice.
+    assert!(
+        s.claim_due(BridgeKind::Sms, t, 30_000, 0)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    assert!(
+        s.claim_due(BridgeKind::Email, t, 30_000, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let first = s
+        .claim_due(BridgeKind::Sms, t, 30_000, 2)
+        .await
+        .expect("claim");
+    assert_eq!(
+        first.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![id1, id2]
+    );
+    for r in &first {
+        assert_eq!(r.attempts, 1);
+        assert_eq!(r.locked_until_ms, t + 30_000);
+        assert_eq!(r.state, OutboxState::Pending);
+    }
+    let rest = s
+        .claim_due(BridgeKind::Sms, t, 30_000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(rest.iter().map(|r| r.id).collect::<Vec<_>>(), vec![id3]);
+    assert!(
+        s.claim_due(BridgeKind::Sms, t + 29_999, 30_000, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    assert_eq!(
+        s.next_due_at(BridgeKind::Sms).await.expect("due"),
+        Some(t + 30_000)
+    );
+    // Leased rows still count as pending.
+    assert_eq!(s.outbox_depth(BridgeKind::Sms).await.expect("depth"), 3);
+
+    // The claimer "crashed": once the lease runs out the rows come back.
+    let t2 = t + 30_000;
+    let reclaimed = s
+        .claim_due(BridgeKind::Sms, t2, 30_000, 10)
+        .await
+        .expect("reclaim");
+    assert_eq!(
+        reclaimed.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![id1, id2, id3]
+    );
+    assert!(reclaimed.iter().all(|r| r.attempts == 2));
+
+    // Retry later: released at once, due again at the given time.
+    assert!(
+        s.retry_later(id1, t + 100_000, "provider said 503")
+            .await
+            .expect("retry")
+    );
+    let r1 = s.outbox_row(id1).await.expect("row").expect("present");
+    assert_eq!(r1.locked_until_ms, 0);
+    assert_eq!(r1.next_attempt_at_ms, t + 100_000);
+    assert_eq!(r1.last_error.as_deref(), Some("provider said 503"));
+
+    // Settle the others.
+    assert!(s.mark_sent(id2, "SM-two").await.expect("sent"));
+    assert!(
+        s.mark_failed(id3, "not a mobile number")
+            .await
+            .expect("failed")
+    );
+    let r2 = s.outbox_row(id2).await.expect("row").expect("present");
+    assert_eq!(r2.state, OutboxState::Sent);
+    assert_eq!(r2.remote_message_id.as_deref(), Some("SM-two"));
+    assert_eq!(r2.locked_until_ms, 0);
+    let r3 = s.outbox_row(id3).await.expect("row").expect("present");
+    assert_eq!(r3.state, OutboxState::Failed);
+    assert_eq!(r3.last_error.as_deref(), Some("not a mobile number"));
+    assert_eq!(
+        s.outbox_by_remote(acc, "SM-two")
+            .await
+            .expect("by remote")
+            .map(|r| r.id),
+        Some(id2)
+    );
+    // Settled rows are not retried or claimed again.
+    assert!(!s.retry_later(id2, t, "x").await.expect("retry sent"));
+    assert_eq!(s.outbox_depth(BridgeKind::Sms).await.expect("depth"), 1);
+    assert_eq!(
+        s.next_due_at(BridgeKind::Sms).await.expect("due"),
+        Some(t + 100_000)
+    );
+    assert!(
+        s.claim_due(BridgeKind::Sms, t + 99_999, 30_000, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let last = s
+        .claim_due(BridgeKind::Sms, t + 100_000, 30_000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(last.iter().map(|r| r.id).collect::<Vec<_>>(), vec![id1]);
+    assert_eq!(last[0].attempts, 3);
+    assert!(s.mark_sent(id1, "SM-one").await.expect("sent"));
+    assert_eq!(s.outbox_depth(BridgeKind::Sms).await.expect("depth"), 0);
+    assert_eq!(s.next_due_at(BridgeKind::Sms).await.expect("due"), None);
+
+    assert!(!s.mark_sent(i64::MAX, "nope").await.expect("missing row"));
+    assert!(!s.mark_failed(i64::MAX, "nope").await.expect("missing row"));
+    assert_eq!(s.prune_outbox(now_ms() + 1_000).await.expect("prune"), 3);
+    assert!(s.outbox_row(id1).await.expect("row").is_none());
+}
+
+async fn concurrent_claimers_never_share_a_row(db: &TestDb) {
+    let first = db.migrated().await;
+    // A second pool on the same database stands in for a second ferry process.
+    let second = db.store().await;
+    let acc = first
+        .upsert_account(BridgeKind::Sms, "alice@example.org", &Credentials::new())
+        .await
+        .expect("account");
+    let msgs: Vec<NewOutbox> = (0..120)
+        .map(|i| message(acc, "+12015550101", &i.to_string()))
+        .collect();
+    let ids = first.enqueue_batch(&msgs).await.expect("batch");
+    let t = now_ms();
+    let mut tasks = JoinSet::new();
+    for store in [first.clone(), first.clone(), second.clone(), second.clone()] {
+        tasks.spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = store
+                    .claim_due(BridgeKind::Sms, t, 60_000, 7)
+                    .await
+                    .expect("claim");
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch.into_iter().map(|r| r.id));
+            }
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        all.extend(result.expect("task"));
+    }
+    let unique: BTreeSet<i64> = all.iter().copied().collect();
+    assert_eq!(unique.len(), all.len(), "a row was claimed twice");
+    assert_eq!(unique, ids.into_iter().collect::<BTreeSet<_>>());
+    assert!(
+        second
+            .claim_due(BridgeKind::Sms, t, 60_000, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+}
+
+async fn kv_round_trip(db: &TestDb) {
+    let s = db.migrated().await;
+    assert_eq!(s.kv_get("email", "uidvalidity").await.expect("get"), None);
+    s.kv_set("email", "uidvalidity", "42").await.expect("set");
+    s.kv_set("rss", "uidvalidity", "other").await.expect("set");
+    assert_eq!(
+        s.kv_get("email", "uidvalidity")
+            .await
+            .expect("get")
+            .as_deref(),
+        Some("42")
+    );
+    s.kv_set("email", "uidvalidity", "43")
+        .await
+        .expect("overwrite");
+    assert_eq!(
+        s.kv_get("email", "uidvalidity")
+            .await
+            .expect("get")
+            .as_deref(),
+        Some("43")
+    );
+    assert!(s.kv_delete("email", "uidvalidity").await.expect("delete"));
+    assert!(
+        !s.kv_delete("email", "uidvalidity")
+            .await
+            .expect("delete again")
+    );
+    assert_eq!(s.kv_get("email", "uidvalidity").await.expect("get"), None);
+    assert_eq!(
+        s.kv_get("rss", "uidvalidity")
+            .await
+            .expect("get")
+            .as_deref(),
+        Some("other")
+    );
+}
+
+// ---- backend-independent ---------------------------------------------------------------
+
+#[tokio::test]
+async fn sqlite_in_memory_works() {
+    let s = Store::open("sqlite::memory:", Cipher::from_key(KEY))
+        .await
+        .expect("open");
+    assert_eq!(s.migrate().await.expect("migrate").len(), 1);
+    let id = s
+        .upsert_account(BridgeKind::Rss, "a@example.org", &creds(&[("k", "v")]))
+        .await
+        .expect("upsert");
+    // Everything goes through one connection, which must keep the schema and data.
+    let mut tasks = JoinSet::new();
+    for i in 0..10 {
+        let s = s.clone();
+        tasks.spawn(async move { s.mark_inbound(id, &format!("m{i}")).await });
+    }
+    while let Some(result) = tasks.join_next().await {
+        assert!(result.expect("task").expect("mark"));
+    }
+    assert_eq!(
+        s.account_by_id(id)
+            .await
+            .expect("lookup")
+            .expect("present")
+            .credentials,
+        creds(&[("k", "v")])
+    );
+}
+
+#[tokio::test]
+async fn sqlite_file_is_created_with_pragmas() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("sub.db");
+    let url = format!("sqlite://{}", path.display());
+    let s = Store::open(&url, Cipher::from_key(KEY))
+        .await
+        .expect("open");
+    s.migrate().await.expect("migrate");
+    assert!(path.exists());
+    // WAL persists in the file; a plain connection sees it.
+    sqlx::any::install_default_drivers();
+    let raw = AnyPool::connect(&url).await.expect("raw");
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&raw)
+        .await
+        .expect("journal_mode");
+    assert_eq!(mode.to_lowercase(), "wal");
+}
+
+#[tokio::test]
+async fn unsupported_url_is_refused() {
+    assert!(matches!(
+        Store::open("mysql://root@localhost/ferry", Cipher::from_key(KEY)).await,
+        Err(StoreError::UnsupportedUrl(_))
+    ));
+}
+
+#[test]
+fn key_file_is_created_private_and_reused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ferry.key");
+    let created = Cipher::load_or_create(&path).expect("create");
+    let meta = std::fs::metadata(&path).expect("stat");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.len(), 32);
+    let bytes = std::fs::read(&path).expect("read");
+
+    let reused = Cipher::load_or_create(&path).expect("reuse");
+    assert_eq!(std::fs::read(&path).expect("read"), bytes, "key rewritten");
+    let blob = created.encrypt(b"s3cret", b"aad");
+    assert_eq!(reused.decrypt(&blob, b"aad").expect("same key"), b"s3cret");
+    assert!(matches!(
+        reused.decrypt(&blob, b"other aad"),
+        Err(StoreError::Crypto)
+    ));
+    // No temporary files are left behind.
+    assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 1);
+
+    // Group/world-readable still loads (with a warning in the log).
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let loose = Cipher::load_or_create(&path).expect("loose perms");
+    assert_eq!(loose.decrypt(&blob, b"aad").expect("same key"), b"s3cret");
+}
+
+#[test]
+fn key_file_of_wrong_length_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for len in [0usize, 31, 33, 64] {
+        let path = dir.path().join(format!("k{len}"));
+        std::fs::write(&path, vec![7u8; len]).expect("write");
+        assert!(
+            matches!(Cipher::load_or_create(&path), Err(StoreError::Key(_))),
+            "{len} bytes accepted"
+        );
+        assert_eq!(
+            std::fs::read(&path).expect("read").len(),
+            len,
+            "file touched"
+        );
+    }
+    let missing_dir = dir.path().join("no/such/dir/ferry.key");
+    assert!(matches!(
+        Cipher::load_or_create(&missing_dir),
+        Err(StoreError::Key(_))
+    ));
+}
+
+#[test]
+fn key_file_created_concurrently_is_one_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ferry.key");
+    let ciphers: Vec<Cipher> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| Cipher::load_or_create(&path)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread").expect("load"))
+            .collect()
+    });
+    let blob = ciphers[0].encrypt(b"x", b"");
+    for c in &ciphers {
+        assert_eq!(c.decrypt(&blob, b"").expect("same key"), b"x");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 1);
+}
+
+#[test]
+fn cipher_debug_hides_the_key() {
+    let c = Cipher::from_key([0xab; 32]);
+    let shown = format!("{c:?}");
+    assert!(
+        !shown.contains("171") && !shown.to_lowercase().contains("ab, "),
+        "{shown}"
+    );
+    assert!(!format!("{c:#?}").contains("171"));
+}
+
+#[test]
+fn test_database_urls() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/postgres", "x"),
+        "postgres://postgres@127.0.0.1:5432/x"
+    );
+    assert_eq!(
+        with_database("postgres://u:p@h/db?sslmode=disable", "x"),
+        "postgres://u:p@h/x?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+    assert_eq!(
+        redacted("postgres://u:secret@h:5432/db"),
+        "postgres://u:***@h:5432/db"
+    );
+    assert_eq!(redacted(DEFAULT_PG_URL), DEFAULT_PG_URL);
+}
