@@ -100,10 +100,13 @@ fn start(port: u16, secret: &str, tweak: impl FnOnce(&mut LinkConfig)) -> Client
 }
 
 async fn wait_connected(c: &mut Client, up: bool) {
-    timeout(Duration::from_secs(20), c.link.connected.wait_for(|v| *v == up))
-        .await
-        .expect("link state within 20 s")
-        .expect("link alive");
+    timeout(
+        Duration::from_secs(20),
+        c.link.connected.wait_for(|v| *v == up),
+    )
+    .await
+    .expect("link state within 20 s")
+    .expect("link alive");
 }
 
 #[tokio::test]
@@ -256,7 +259,9 @@ async fn connection_refused_is_retried_until_the_server_appears() {
     };
     let mut c = start(port, SECRET, |_| {});
     assert!(TcpStream::connect(("127.0.0.1", port)).await.is_err());
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("rebind");
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("rebind");
     let mut peer = accept(&listener).await;
     assert!(peer.handshake("r1", None).await);
     wait_connected(&mut c, true).await;

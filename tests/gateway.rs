@@ -158,7 +158,10 @@ async fn disco_info_names_the_gateway_and_its_features() {
     let q = r
         .child("query", "http://jabber.org/protocol/disco#info")
         .expect("query");
-    let id = q.elements().find(|e| e.name == "identity").expect("identity");
+    let id = q
+        .elements()
+        .find(|e| e.name == "identity")
+        .expect("identity");
     assert_eq!(
         (id.attr("category"), id.attr("type")),
         (Some("headline"), Some("rss"))
@@ -251,7 +254,11 @@ async fn registration_flow_with_form_wrong_password_and_remove() {
         .next_where(|e| e.name == "presence" && e.attr("type") == Some("subscribe"))
         .await;
     assert_eq!(p.attr("to"), Some("alice@example.org"));
-    assert!(h.fake.wait_session(AccountId(1), Duration::from_secs(10)).await);
+    assert!(
+        h.fake
+            .wait_session(AccountId(1), Duration::from_secs(10))
+            .await
+    );
 
     // Now registered: the form says so, and subscribing to the gateway is accepted.
     let r = h.iq("<iq type='get' id='g2' from='alice@example.org/r' to='gw.example.org'><query xmlns='jabber:iq:register'/></iq>").await;
@@ -343,7 +350,11 @@ async fn inbound_message_introduces_the_contact_once_and_drops_duplicates() {
     let mut h = harness(false).await;
     // A message creates alice's account and session (no registration needed here).
     h.recv("<message type='chat' from='alice@example.org/phone' to='carol@gw.example.org' id='m4'><body>hi</body></message>").await;
-    assert!(h.fake.wait_session(AccountId(1), Duration::from_secs(10)).await);
+    assert!(
+        h.fake
+            .wait_session(AccountId(1), Duration::from_secs(10))
+            .await
+    );
     let msg = InboundMessage {
         from: Some(RemoteId("dave".into())),
         remote_message_id: "r-1".into(),

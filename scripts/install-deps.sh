@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Installs what ferry's tests need on a Debian machine: the real servers the integration
+# tests run (as Debian packages), a running PostgreSQL on 127.0.0.1:5432, cargo-nextest,
+# rustfmt and clippy. Idempotent: anything already there is left alone, so a second run
+# costs a few seconds. Runs as root (or through sudo); never asks anything.
+set -euo pipefail
+
+# Debian packages the tests need. Append here; keep one per line.
+PACKAGES=(
+  prosody
+  lua-unbound
+)
+
+PG_URL_HOST=127.0.0.1
+PG_PORT=5432
+
+if [ "$(id -u)" -eq 0 ]; then
+  SUDO=()
+elif command -v sudo >/dev/null 2>&1; then
+  SUDO=(sudo -n)
+else
+  echo "install-deps: run as root (or with sudo) to install packages" >&2
+  SUDO=()
+fi
+export DEBIAN_FRONTEND=noninteractive
+
+log() { printf 'install-deps: %s\n' "$*"; }
+
+installed() {
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+# --- Debian packages -------------------------------------------------------------------
+missing=()
+for p in "${PACKAGES[@]}"; do
+  installed "$p" || missing+=("$p")
+done
+# PostgreSQL only when there is neither a client nor a server on the machine.
+if ! command -v psql >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; then
+  missing+=(postgresql)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing ${missing[*]}"
+  "${SUDO[@]}" apt-get update -q
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+    "${missing[@]}" </dev/null
+else
+  log "Debian packages present"
+fi
+
+# --- PostgreSQL at 127.0.0.1:5432, trust auth for user postgres --------------------------
+if command -v pg_isready >/dev/null 2>&1; then
+  if ! pg_isready -q -h "$PG_URL_HOST" -p "$PG_PORT"; then
+    if [ -d /etc/postgresql ] && command -v pg_ctlcluster >/dev/null 2>&1; then
+      version=$(ls /etc/postgresql | sort -V | tail -n 1)
+      log "starting PostgreSQL $version"
+      "${SUDO[@]}" pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    fi
+    for _ in $(seq 1 60); do
+      pg_isready -q -h "$PG_URL_HOST" -p "$PG_PORT" && break
+      sleep 0.5
+    done
+  fi
+  if pg_isready -q -h "$PG_URL_HOST" -p "$PG_PORT"; then
+    # The tests connect as postgres without a password over loopback.
+    if ! psql -h "$PG_URL_HOST" -p "$PG_PORT" -U postgres -w -Atqc 'select 1' postgres >/dev/null 2>&1; then
+      hba=$(ls /etc/postgresql/*/main/pg_hba.conf 2>/dev/null | sort -V | tail -n 1 || true)
+      if [ -n "$hba" ]; then
+        log "allowing trust auth on 127.0.0.1 in $hba"
+        "${SUDO[@]}" sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
+        version=$(basename "$(dirname "$(dirname "$hba")")")
+        "${SUDO[@]}" pg_ctlcluster --skip-systemctl-redirect "$version" main reload || true
+      fi
+    fi
+    log "PostgreSQL ready at $PG_URL_HOST:$PG_PORT"
+  else
+    log "WARNING: PostgreSQL is not reachable at $PG_URL_HOST:$PG_PORT" >&2
+  fi
+fi
+
+# --- Rust tools --------------------------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps: cargo is not on PATH; install the Rust toolchain (rustup) first" >&2
+  exit 1
+fi
+if command -v rustup >/dev/null 2>&1; then
+  cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+  cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+log "done"
