@@ -216,6 +216,11 @@ impl Prosody {
         }
     }
 
+    /// The running Prosody's process id (for CPU accounting in benchmarks).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
     /// Prosody's log file and whatever it printed to stdout/stderr, for failure messages.
     pub fn log(&self) -> String {
         let mut out = String::new();

@@ -1,0 +1,148 @@
+//! Benchmark: the full path through a real Prosody, with ferry's and Prosody's CPU per
+//! message measured in the same run.
+//!
+//! A client sends N chat messages (each asking for an XEP-0184 receipt) to a contact of a
+//! ferry gateway; ferry runs in a child process with the fake bridge, stores each message
+//! in its SQLite outbox, hands it to the bridge and sends the receipt back. The run ends when
+//! every receipt has arrived. CPU is read from /proc for the ferry and Prosody processes
+//! only (the client's own CPU is not counted). Run with `cargo bench --bench e2e`;
+//! `BENCH_MESSAGES` sets N.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::prosody::Prosody;
+use ferry_bridge_api::BridgeKind;
+use ferry_bridge_api::fake::FakeBridge;
+
+const GW: &str = "bench.localhost";
+const SECRET: &str = "bench-secret";
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// The child: ferry with the fake bridge, attached to the given component port.
+fn child(port: u16, dir: &str) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let cfg = ferry::config::Config::from_str_at(
+            &format!(
+                "[xmpp]\nport = {port}\nallowed = [\"localhost\"]\n[rss]\ndomain = \"{GW}\"\nsecret = \"{SECRET}\"\n"
+            ),
+            std::path::Path::new(dir),
+        )
+        .expect("config");
+        let store = ferry::app::open_store(&cfg).await.expect("store");
+        let running = ferry::app::start(
+            &cfg,
+            store,
+            vec![ferry::app::BridgeSpec {
+                domain: GW.into(),
+                secret: SECRET.into(),
+                bridge: Arc::new(FakeBridge::new(BridgeKind::Rss, false)),
+            }],
+        )
+        .await
+        .expect("start");
+        let gw = running.gateway(BridgeKind::Rss).expect("gw").clone();
+        let mut up = gw.connected.clone();
+        let _ = up.wait_for(|v| *v).await;
+        println!("linked");
+        // Run until the parent closes our stdin.
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut s = String::new();
+            let _ = std::io::stdin().read_line(&mut s);
+        })
+        .await;
+        running.shutdown();
+        let _ = running.wait().await;
+    });
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        let port = args[i + 1].parse().expect("port");
+        child(port, &args[i + 2]);
+        return;
+    }
+    let n: usize = std::env::var("BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let prosody = Prosody::start(&[(GW, SECRET)], &[("alice", "alice")]).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut ferry = Command::new(std::env::current_exe().expect("exe"))
+            .arg("--child")
+            .arg(prosody.component_port.to_string())
+            .arg(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ferry");
+        let mut line = String::new();
+        let stdout = ferry.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout);
+        let _ = tokio::task::block_in_place(|| lines.read_line(&mut line));
+        assert_eq!(line.trim(), "linked", "ferry did not link");
+        let ferry_pid = ferry.id();
+        let prosody_pid = prosody.pid().expect("prosody pid");
+
+        let mut alice = common::client::login(prosody.c2s_port, "alice", "alice", "bench").await;
+        alice.send_presence().await;
+        // Warm up: one message end to end (creates the account, session and identity).
+        alice.send(&format!("<message type='chat' id='w' to='bob@{GW}'><body>warm</body><request xmlns='urn:xmpp:receipts'/></message>")).await;
+        alice
+            .recv(Duration::from_secs(20), |e| e.child("received", "urn:xmpp:receipts").is_some())
+            .await;
+
+        let (f0, p0, t0) = (cpu_seconds(ferry_pid), cpu_seconds(prosody_pid), Instant::now());
+        let mut batch = String::with_capacity(64 * 1024);
+        for i in 0..n {
+            batch.push_str(&format!("<message type='chat' id='m{i}' to='bob@{GW}'><body>benchmark message {i}</body><request xmlns='urn:xmpp:receipts'/></message>"));
+            if batch.len() > 32 * 1024 {
+                alice.send(&batch).await;
+                batch.clear();
+            }
+        }
+        alice.send(&batch).await;
+        for _ in 0..n {
+            alice
+                .recv(Duration::from_secs(60), |e| e.child("received", "urn:xmpp:receipts").is_some())
+                .await;
+        }
+        let wall = t0.elapsed().as_secs_f64();
+        let (f1, p1) = (cpu_seconds(ferry_pid), cpu_seconds(prosody_pid));
+        let ferry_us = (f1 - f0) / n as f64 * 1e6;
+        let prosody_us = (p1 - p0) / n as f64 * 1e6;
+        println!("{n} messages with receipts in {wall:.2}s = {:.0} messages/s", n as f64 / wall);
+        println!("ferry CPU: {:.2}s = {ferry_us:.1} µs/message", f1 - f0);
+        println!("Prosody CPU: {:.2}s = {prosody_us:.1} µs/message (two stanzas routed per message: the message and its receipt)", p1 - p0);
+        println!("ferry/Prosody CPU ratio: {:.2}", ferry_us / prosody_us);
+        drop(ferry.stdin.take());
+        let _ = ferry.wait();
+    });
+}
