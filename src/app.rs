@@ -155,6 +155,7 @@ pub async fn start(
             shutdown: shutdown_rx.clone(),
             started: Instant::now(),
             connected: link.connected.clone(),
+            caches: Default::default(),
         });
         if let Some(r) = spec.bridge.http_routes() {
             routes.push(r);

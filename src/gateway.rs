@@ -64,6 +64,58 @@ pub struct Gateway {
     pub started: Instant,
     /// Whether the component link is up, for `status` and `/healthz`.
     pub connected: watch::Receiver<bool>,
+    /// Lookups the router needs for every message, kept in memory.
+    pub caches: Caches,
+}
+
+/// In-memory copies of store lookups on the hot path. The store stays the truth: entries
+/// are added after a successful read or write and removed when the row goes away.
+#[derive(Default)]
+pub struct Caches {
+    /// Registered users: bare JID → account.
+    accounts: Mutex<HashMap<String, AccountId>>,
+    /// Known contacts: localpart → identity.
+    identities: Mutex<HashMap<String, Identity>>,
+}
+
+/// Entries beyond which a cache starts over (bounds memory under hostile input).
+const CACHE_MAX: usize = 100_000;
+
+impl Caches {
+    fn get_account(&self, bare: &str) -> Option<AccountId> {
+        self.accounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(bare)
+            .copied()
+    }
+    pub fn put_account(&self, bare: &str, id: AccountId) {
+        let mut m = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= CACHE_MAX {
+            m.clear();
+        }
+        m.insert(bare.to_owned(), id);
+    }
+    pub fn forget_account(&self, bare: &str) {
+        self.accounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(bare);
+    }
+    fn get_identity(&self, local: &str) -> Option<Identity> {
+        self.identities
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(local)
+            .cloned()
+    }
+    fn put_identity(&self, local: &str, id: &Identity) {
+        let mut m = self.identities.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= CACHE_MAX {
+            m.clear();
+        }
+        m.insert(local.to_owned(), id.clone());
+    }
 }
 
 /// The payload the core keeps in an outbox row: what the bridge needs to send, and what the
@@ -99,14 +151,62 @@ impl Gateway {
     /// Handles stanzas in the order they arrived. Messages are stored before the next
     /// stanza is looked at, so an IQ answered later proves earlier messages are safe; IQs
     /// that may take long (registration logs in upstream) run on their own task.
+    ///
+    /// Consecutive messages that are already waiting are stored in one transaction (group
+    /// commit); any other stanza first waits for the messages before it to be stored.
     pub async fn run_router(self: Arc<Self>, mut rx: mpsc::Receiver<Element>) {
-        while let Some(el) = rx.recv().await {
-            self.handle(el).await;
+        let mut batch: Vec<(Stanza, NewOutbox)> = Vec::new();
+        while let Some(first) = rx.recv().await {
+            let mut next = Some(first);
+            while let Some(el) = next.take() {
+                self.handle_into(el, &mut batch).await;
+                if batch.len() < 256 {
+                    next = rx.try_recv().ok();
+                }
+            }
+            self.flush(&mut batch).await;
         }
     }
 
-    /// Carries out the routing decision for one element.
+    /// Carries out the routing decision for one element, storing a message at once.
     pub async fn handle(self: &Arc<Self>, el: Element) {
+        let mut batch = Vec::new();
+        self.handle_into(el, &mut batch).await;
+        self.flush(&mut batch).await;
+    }
+
+    /// Stores the pending messages in one transaction and wakes the outbox.
+    async fn flush(&self, batch: &mut Vec<(Stanza, NewOutbox)>) {
+        if batch.is_empty() {
+            return;
+        }
+        let rows: Vec<NewOutbox> = batch.iter().map(|(_, r)| r.clone()).collect();
+        match self.store.enqueue_batch(&rows).await {
+            Ok(_) => {
+                for _ in 0..rows.len() {
+                    self.metrics.message(self.kind.as_str(), "out", "accepted");
+                }
+                self.outbox_wake.notify_one();
+            }
+            Err(e) => {
+                tracing::error!(domain = %self.domain, "cannot store {} outbound message(s): {e}", rows.len());
+                for (st, _) in batch.iter() {
+                    self.metrics.message(self.kind.as_str(), "out", "error");
+                    self.reject(
+                        st,
+                        Condition::InternalServerError,
+                        Some("could not store the message"),
+                    )
+                    .await;
+                }
+            }
+        }
+        batch.clear();
+    }
+
+    /// Routes one element; messages for contacts join `batch`, everything else is handled
+    /// after the batch is stored.
+    async fn handle_into(self: &Arc<Self>, el: Element, batch: &mut Vec<(Stanza, NewOutbox)>) {
         let st = match Stanza::from_element(el) {
             Ok(st) => st,
             Err(e) => {
@@ -114,7 +214,17 @@ impl Gateway {
                 return;
             }
         };
-        match router::route(&st, &self.domain, &self.access) {
+        let route = router::route(&st, &self.domain, &self.access);
+        if let Route::ContactMessage(local) = &route {
+            match self.prepare_outbound(&st, local).await {
+                Ok(Some(row)) => batch.push((st, row)),
+                Ok(None) => {}
+                Err((cond, text)) => self.reject(&st, cond, text.as_deref()).await,
+            }
+            return;
+        }
+        self.flush(batch).await;
+        match route {
             Route::Ignore => {}
             Route::Reject(cond) => self.reject(&st, cond, None).await,
             Route::DomainIq => {
@@ -124,7 +234,7 @@ impl Gateway {
             Route::DomainMessage => self.chat_command(&st).await,
             Route::DomainPresence => self.domain_presence(&st).await,
             Route::ContactIq(local) => self.contact_iq(&st, &local).await,
-            Route::ContactMessage(local) => self.contact_message(&st, &local).await,
+            Route::ContactMessage(_) => {}
             Route::ContactPresence(local) => self.contact_presence(&st, &local).await,
         }
     }
@@ -138,8 +248,15 @@ impl Gateway {
 
     /// The account of a registered user, if any.
     pub async fn account_of(&self, bare: &str) -> Option<AccountId> {
+        if let Some(id) = self.caches.get_account(bare) {
+            return Some(id);
+        }
         match self.store.account(self.kind, bare).await {
-            Ok(a) => a.map(|a| a.id),
+            Ok(a) => {
+                let id = a.map(|a| a.id)?;
+                self.caches.put_account(bare, id);
+                Some(id)
+            }
             Err(e) => {
                 tracing::error!(domain = %self.domain, "store: {e}");
                 None
@@ -162,6 +279,7 @@ impl Gateway {
             .await
         {
             Ok(id) => {
+                self.caches.put_account(bare, id);
                 self.start_session(id, bare.to_owned(), Default::default());
                 Ok(id)
             }
@@ -174,8 +292,14 @@ impl Gateway {
 
     /// Finds (or creates, when the bridge can read it) the identity behind a localpart.
     pub async fn resolve_contact(&self, local: &str) -> Result<Identity, Condition> {
+        if let Some(id) = self.caches.get_identity(local) {
+            return Ok(id);
+        }
         match self.store.identity_by_localpart(self.kind, local).await {
-            Ok(Some(id)) => return Ok(id),
+            Ok(Some(id)) => {
+                self.caches.put_identity(local, &id);
+                return Ok(id);
+            }
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(domain = %self.domain, "store: {e}");
@@ -213,8 +337,13 @@ impl Gateway {
         format!("{}@{}", identity.localpart, self.domain)
     }
 
-    /// A message to a contact: checked, then stored in the outbox before anything else.
-    async fn contact_message(self: &Arc<Self>, st: &Stanza, local: &str) {
+    /// A message to a contact, checked and turned into an outbox row (not stored yet).
+    /// `None` when there is nothing to deliver (chat states, markers).
+    async fn prepare_outbound(
+        self: &Arc<Self>,
+        st: &Stanza,
+        local: &str,
+    ) -> Result<Option<NewOutbox>, (Condition, Option<String>)> {
         let body = st.el.child_text("body", NS_COMPONENT).unwrap_or_default();
         let links: Vec<String> = st
             .el
@@ -224,22 +353,15 @@ impl Gateway {
             .filter(|u| !u.is_empty())
             .collect();
         if body.trim().is_empty() && links.is_empty() {
-            // Chat states, receipts, markers: nothing to deliver.
-            return;
+            return Ok(None);
         }
         let user = jid::bare(&st.from);
-        let account = match self.account_for_use(&user).await {
-            Ok(a) => a,
-            Err(cond) => return self.reject(st, cond, None).await,
-        };
-        let identity = match self.resolve_contact(local).await {
-            Ok(i) => i,
-            Err(cond) => {
-                let text = (cond == Condition::ItemNotFound)
-                    .then(|| format!("{local} is not an address this gateway can reach"));
-                return self.reject(st, cond, text.as_deref()).await;
-            }
-        };
+        let account = self.account_for_use(&user).await.map_err(|c| (c, None))?;
+        let identity = self.resolve_contact(local).await.map_err(|cond| {
+            let text = (cond == Condition::ItemNotFound)
+                .then(|| format!("{local} is not an address this gateway can reach"));
+            (cond, text)
+        })?;
         let payload = OutboxPayload {
             body,
             subject: st
@@ -259,14 +381,11 @@ impl Gateway {
             sent_at_ms: None,
             contact: self.contact_jid(&identity),
         };
-        let payload = match serde_json::to_string(&payload) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!("cannot encode outbox payload: {e}");
-                return self.reject(st, Condition::InternalServerError, None).await;
-            }
-        };
-        let row = NewOutbox {
+        let payload = serde_json::to_string(&payload).map_err(|e| {
+            tracing::error!("cannot encode outbox payload: {e}");
+            (Condition::InternalServerError, None)
+        })?;
+        Ok(Some(NewOutbox {
             bridge: self.kind,
             account,
             recipient: identity.remote_id.clone(),
@@ -274,23 +393,7 @@ impl Gateway {
             from_jid: st.from.as_str().to_owned(),
             stanza_id: st.id.clone(),
             want_receipt: st.el.child("request", ns::RECEIPTS).is_some(),
-        };
-        match self.store.enqueue(&row).await {
-            Ok(_) => {
-                self.metrics.message(self.kind.as_str(), "out", "accepted");
-                self.outbox_wake.notify_one();
-            }
-            Err(e) => {
-                tracing::error!(domain = %self.domain, "cannot store outbound message: {e}");
-                self.metrics.message(self.kind.as_str(), "out", "error");
-                self.reject(
-                    st,
-                    Condition::InternalServerError,
-                    Some("could not store the message"),
-                )
-                .await;
-            }
-        }
+        }))
     }
 
     /// IQs to a contact: disco#info, vCard, ping.

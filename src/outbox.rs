@@ -9,8 +9,17 @@ use ferry_bridge_api::{BridgeError, ErrorKind, Outbound, RemoteId, SendReceipt};
 
 use crate::gateway::{Gateway, OutboxPayload};
 use crate::stanza::{Condition, condition_for, error_element, ns};
-use crate::store::{OutboxRow, now_ms};
+use crate::store::{OutboxRow, SentRow, now_ms};
 use crate::xml::{Element, NS_COMPONENT};
+
+/// A row the foreign side accepted, waiting to be settled in the store.
+struct Delivered {
+    sent: SentRow,
+    /// Whether to send the XEP-0184 receipt now (else a delivery report will come).
+    receipt_now: bool,
+    contact: String,
+    row: OutboxRow,
+}
 
 /// How long a claimed row stays ours before another worker may take it.
 const LEASE_MS: i64 = 120_000;
@@ -32,13 +41,18 @@ impl Gateway {
     /// Runs until shutdown: waits for work, sends what is due.
     pub async fn run_outbox(self: Arc<Self>) {
         let mut shutdown = self.shutdown.clone();
+        let mut depth_at = std::time::Instant::now() - Duration::from_secs(10);
         loop {
             if *shutdown.borrow() {
                 return;
             }
             let worked = self.outbox_pass().await;
-            let depth = self.store.outbox_depth(self.kind).await.unwrap_or(0);
-            self.metrics.set_outbox_depth(self.kind.as_str(), depth);
+            // The depth gauge costs a query: refresh it at most once a second.
+            if !worked || depth_at.elapsed() >= Duration::from_secs(1) {
+                let depth = self.store.outbox_depth(self.kind).await.unwrap_or(0);
+                self.metrics.set_outbox_depth(self.kind.as_str(), depth);
+                depth_at = std::time::Instant::now();
+            }
             if worked {
                 continue;
             }
@@ -93,11 +107,35 @@ impl Gateway {
                 }
             }
         }
-        while tasks.join_next().await.is_some() {}
+        let mut delivered = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(Some(d)) = done {
+                delivered.push(d);
+            }
+        }
+        if !delivered.is_empty() {
+            let sent: Vec<SentRow> = delivered.iter().map(|d| d.sent.clone()).collect();
+            if let Err(e) = self.store.complete_sent(&sent).await {
+                tracing::error!(domain = %self.domain, "outbox: {e}");
+            }
+            // Receipts only once the store says the rows are settled.
+            for d in delivered {
+                self.metrics.message(self.kind.as_str(), "out", "ok");
+                if d.receipt_now {
+                    self.send_receipt(&d.row, &d.contact).await;
+                }
+            }
+        }
         any_sent
     }
 
-    async fn deliver(&self, row: OutboxRow, session: Arc<dyn ferry_bridge_api::Session>) {
+    /// Sends one row; returns what to settle when it was delivered, and settles failures
+    /// itself.
+    async fn deliver(
+        &self,
+        row: OutboxRow,
+        session: Arc<dyn ferry_bridge_api::Session>,
+    ) -> Option<Delivered> {
         let payload: OutboxPayload = match serde_json::from_str(&row.payload) {
             Ok(p) => p,
             Err(e) => {
@@ -106,7 +144,7 @@ impl Gateway {
                     .store
                     .mark_failed(row.id, "unreadable outbox row")
                     .await;
-                return;
+                return None;
             }
         };
         let in_reply_to = match &payload.reply_to {
@@ -141,25 +179,18 @@ impl Gateway {
                 remote_message_id,
                 delivered,
             }) => {
-                if let Err(e) = self.store.mark_sent(row.id, &remote_message_id).await {
-                    tracing::error!(id = row.id, "outbox: {e}");
-                }
-                if let Some(sid) = &row.stanza_id {
-                    let _ = self
-                        .store
-                        .map_message(
-                            row.account,
-                            crate::store::Direction::Out,
-                            sid,
-                            &remote_message_id,
-                            payload.thread.as_deref(),
-                        )
-                        .await;
-                }
-                self.metrics.message(bridge, "out", "ok");
-                if delivered {
-                    self.send_receipt(&row, &payload.contact).await;
-                }
+                return Some(Delivered {
+                    sent: SentRow {
+                        id: row.id,
+                        account: row.account,
+                        remote_message_id,
+                        stanza_id: row.stanza_id.clone(),
+                        thread: payload.thread.clone(),
+                    },
+                    receipt_now: delivered,
+                    contact: payload.contact,
+                    row,
+                });
             }
             Err(e) if e.is_transient() && row.attempts < MAX_ATTEMPTS => {
                 let at = now_ms() + retry_delay_ms(row.attempts);
@@ -185,6 +216,7 @@ impl Gateway {
                     .await;
             }
         }
+        None
     }
 
     /// The XEP-0184 receipt for a delivered message, from the contact.

@@ -57,6 +57,7 @@ async fn harness(needs_registration: bool) -> Harness {
         shutdown,
         started: Instant::now(),
         connected,
+        caches: Default::default(),
     });
     tokio::spawn(Arc::clone(&gw).run_outbox());
     tokio::spawn(Arc::clone(&gw).run_relay(ev_rx));

@@ -217,6 +217,7 @@ impl Gateway {
             .upsert_account(self.kind, &user, &creds)
             .await
             .map_err(internal)?;
+        self.caches.put_account(&user, account);
         tracing::info!(domain = %self.domain, user = %user, "registered");
         // Restart the session with the new credentials.
         self.stop_session(account);
@@ -232,6 +233,7 @@ impl Gateway {
         if let Some(acc) = self.store.account(self.kind, user).await? {
             self.stop_session(acc.id);
         }
+        self.caches.forget_account(user);
         let existed = self.store.remove_account(self.kind, user).await?;
         if existed {
             tracing::info!(domain = %self.domain, user = %user, "unregistered");

@@ -28,7 +28,7 @@ pub use crypto::{BLOB_VERSION, Cipher, KEY_LEN};
 pub use error::StoreError;
 pub use identities::Identity;
 pub use messages::{Direction, MessageMapping};
-pub use outbox::{NewOutbox, OutboxRow, OutboxState};
+pub use outbox::{NewOutbox, OutboxRow, OutboxState, SentRow};
 
 /// Which database the store talks to; picks the SQL dialect where the two differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

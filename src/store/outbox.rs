@@ -237,6 +237,47 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Settles many delivered rows in one transaction: each is marked sent with its
+    /// remote message id and, when it had a stanza id, mapped to it (direction `out`).
+    pub async fn complete_sent(&self, done: &[SentRow]) -> Result<(), StoreError> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        for d in done {
+            sqlx::query(
+                "UPDATE outbox SET state = 'sent', remote_message_id = $2, locked_until_ms = 0,
+                     updated_at_ms = $3
+                 WHERE id = $1",
+            )
+            .bind(d.id)
+            .bind(d.remote_message_id.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(xmpp_id) = &d.stanza_id {
+                sqlx::query(
+                    "INSERT INTO message_map
+                         (account_id, direction, xmpp_id, remote_message_id, thread, created_at_ms)
+                     VALUES ($1, 'out', $2, $3, $4, $5)
+                     ON CONFLICT (account_id, remote_message_id) DO UPDATE
+                     SET direction = excluded.direction, xmpp_id = excluded.xmpp_id,
+                         thread = excluded.thread, created_at_ms = excluded.created_at_ms",
+                )
+                .bind(d.account.0)
+                .bind(xmpp_id.as_str())
+                .bind(d.remote_message_id.as_str())
+                .bind(d.thread.as_deref())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Settles a row as failed for good (also after a late delivery failure of a sent
     /// row); true if the row exists.
     pub async fn mark_failed(&self, id: i64, error: &str) -> Result<bool, StoreError> {
@@ -336,4 +377,15 @@ impl Store {
                 .await?;
         Ok(done.rows_affected())
     }
+}
+
+/// A delivered outbox row, for [`Store::complete_sent`].
+#[derive(Clone, Debug)]
+pub struct SentRow {
+    pub id: i64,
+    pub account: AccountId,
+    pub remote_message_id: String,
+    /// The XMPP id of the message, mapped to the remote id for replies and receipts.
+    pub stanza_id: Option<String>,
+    pub thread: Option<String>,
 }
