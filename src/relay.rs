@@ -43,15 +43,7 @@ impl Gateway {
                 self.deliver_inbound(account, &user, m).await;
             }
             RemoteEvent::Delivered { remote_message_id } => {
-                if let Ok(Some(row)) = self
-                    .store
-                    .outbox_by_remote(account, &remote_message_id)
-                    .await
-                {
-                    let contact =
-                        serde_json::from_str::<crate::gateway::OutboxPayload>(&row.payload)
-                            .map(|p| p.contact)
-                            .unwrap_or_default();
+                if let Some((row, contact)) = self.sent_row(account, &remote_message_id).await {
                     self.send_receipt(&row, &contact).await;
                 }
             }
@@ -59,15 +51,7 @@ impl Gateway {
                 remote_message_id,
                 error,
             } => {
-                if let Ok(Some(row)) = self
-                    .store
-                    .outbox_by_remote(account, &remote_message_id)
-                    .await
-                {
-                    let contact =
-                        serde_json::from_str::<crate::gateway::OutboxPayload>(&row.payload)
-                            .map(|p| p.contact)
-                            .unwrap_or_default();
+                if let Some((row, contact)) = self.sent_row(account, &remote_message_id).await {
                     let _ = self.store.mark_failed(row.id, &error.text).await;
                     self.send_failure(
                         &row,
@@ -79,6 +63,23 @@ impl Gateway {
                 }
             }
         }
+    }
+
+    /// The outbox row a delivery report is about, and the contact it was sent to.
+    async fn sent_row(
+        &self,
+        account: AccountId,
+        remote_message_id: &str,
+    ) -> Option<(crate::store::OutboxRow, String)> {
+        let row = self
+            .store
+            .outbox_by_remote(account, remote_message_id)
+            .await
+            .ok()??;
+        let contact = serde_json::from_str::<crate::gateway::OutboxPayload>(&row.payload)
+            .map(|p| p.contact)
+            .unwrap_or_default();
+        Some((row, contact))
     }
 
     async fn deliver_inbound(&self, account: AccountId, user: &str, m: InboundMessage) {
