@@ -51,10 +51,7 @@ impl AppError {
 pub async fn open_store(cfg: &Config) -> Result<Store, StoreError> {
     let cipher = Cipher::load_or_create(&cfg.secrets.key_file)?;
     let store = Store::open(&cfg.database.url, cipher).await?;
-    let applied = store.migrate().await?;
-    for m in applied {
-        tracing::info!("applied migration {m}");
-    }
+    store.migrate().await?;
     Ok(store)
 }
 

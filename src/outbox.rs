@@ -116,7 +116,10 @@ impl Gateway {
         if !delivered.is_empty() {
             let sent: Vec<SentRow> = delivered.iter().map(|d| d.sent.clone()).collect();
             if let Err(e) = self.store.complete_sent(&sent).await {
-                tracing::error!(domain = %self.domain, "outbox: {e}");
+                // The rows stay leased and are sent again when the lease ends; the receipt
+                // waits for that, so the user never gets one for an unsettled row twice.
+                tracing::error!(domain = %self.domain, "outbox: cannot settle {} delivered row(s): {e}", sent.len());
+                return any_sent;
             }
             // Receipts only once the store says the rows are settled.
             for d in delivered {

@@ -13,9 +13,22 @@ use crate::xml::{Element, NS_COMPONENT};
 
 impl Gateway {
     /// Reads session events until every sender is gone.
+    /// Reads session events until shutdown (the gateway itself holds a sender, so the
+    /// channel never closes on its own).
     pub async fn run_relay(self: Arc<Self>, mut rx: mpsc::Receiver<(AccountId, RemoteEvent)>) {
-        while let Some((account, event)) = rx.recv().await {
-            self.relay(account, event).await;
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some((account, event)) => self.relay(account, event).await,
+                    None => return,
+                },
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                }
+            }
         }
     }
 

@@ -312,5 +312,13 @@ async fn ferry_comes_back_after_prosody_restarts() {
         ))
         .await;
     assert_eq!(r.attr("type"), Some("result"));
-    bed.ferry.shutdown();
+
+    // Graceful shutdown ends every task promptly and cleanly.
+    let Bed { ferry, prosody, .. } = bed;
+    ferry.shutdown();
+    tokio::time::timeout(Duration::from_secs(10), ferry.wait())
+        .await
+        .expect("ferry stops within 10 s")
+        .expect("a clean stop");
+    drop(prosody);
 }

@@ -46,19 +46,9 @@ impl Gateway {
                         env!("CARGO_PKG_VERSION"),
                     )),
             )),
-            (true, ns::VCARD, "vCard") => Ok(Some(
-                Element::new("vCard", ns::VCARD)
-                    .with_child(Element::text_child(
-                        "FN",
-                        ns::VCARD,
-                        self.bridge.display_name(),
-                    ))
-                    .with_child(Element::text_child(
-                        "URL",
-                        ns::VCARD,
-                        "https://crates.io/crates/ferry",
-                    )),
-            )),
+            (true, ns::VCARD, "vCard") => Ok(Some(Element::new("vCard", ns::VCARD).with_child(
+                Element::text_child("FN", ns::VCARD, self.bridge.display_name()),
+            ))),
             (true, ns::REGISTER, "query") => self.register_get(&st).await,
             (false, ns::REGISTER, "query") => self.register_set(&st, &payload).await,
             (true, ns::GATEWAY, "query") => {
