@@ -1,5 +1,6 @@
-//! A real Prosody 0.12 for one test: its own temp dir (config, data, pidfile, log) and free
-//! loopback ports, started in the foreground and killed when the value is dropped.
+//! A real Prosody 0.12 for one test: its own temp dir (config, data, pidfile) and free
+//! loopback ports, started in the foreground, its log read through a pipe, and killed when
+//! the value is dropped.
 //!
 //! The configuration follows shared/TESTBED.md: no s2s, no HTTP, no TLS, PLAIN allowed on
 //! loopback, users on `VirtualHost "localhost"` stored as `internal_plain` account files,
@@ -10,10 +11,13 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::free_port;
@@ -77,13 +81,25 @@ pub struct Prosody {
     /// Config, data, pidfile and logs; removed on drop.
     pub dir: tempfile::TempDir,
     child: Option<Child>,
-    /// Where this run's lines begin in prosody.log (a restart appends to it).
+    /// Everything Prosody logged and printed, across restarts (read from its pipes).
+    log: Arc<Mutex<String>>,
+    /// Where this run's lines begin in `log`.
     log_start: usize,
+    /// Bumped for every line read; `true` once this run's output has ended (it exited).
+    lines: watch::Receiver<(u64, bool)>,
 }
 
 enum Startup {
     Ready,
     PortTaken,
+}
+
+/// What waiting for a log line ended with.
+#[derive(Debug, PartialEq)]
+enum LogWait {
+    Found,
+    Exited,
+    TimedOut,
 }
 
 impl Prosody {
@@ -118,7 +134,9 @@ impl Prosody {
             component_port: 0,
             dir,
             child: None,
+            log: Arc::default(),
             log_start: 0,
+            lines: watch::channel((0, true)).1,
         };
         for (name, password) in users {
             prosody.add_user(name, password);
@@ -153,32 +171,32 @@ impl Prosody {
         };
         let flag = self.dir.path().join("stop");
         std::fs::write(&flag, b"").expect("write the stop flag");
-        let started = Instant::now();
-        let mut sent_term = false;
-        let mut complete_at = None;
-        loop {
-            if !matches!(child.try_wait(), Ok(None)) {
-                break;
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        // Asked nicely (the flag), then with SIGTERM at half time, then SIGKILL.
+        let mut waited = self
+            .wait_log(|l| l.contains("Shutdown complete"), STOP_TIMEOUT / 2)
+            .await;
+        if waited == LogWait::TimedOut {
+            if let Some(pid) = child.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
             }
-            let now = Instant::now();
-            if complete_at.is_none() && self.run_log().contains("Shutdown complete") {
-                complete_at = Some(now);
-            }
-            let waited = now - started;
-            if waited >= STOP_TIMEOUT || complete_at.is_some_and(|t| now - t >= SHUTDOWN_GRACE) {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                break;
-            }
-            if !sent_term && complete_at.is_none() && waited >= STOP_TIMEOUT / 2 {
-                if let Some(pid) = child.id() {
-                    let _ = std::process::Command::new("kill")
-                        .args(["-TERM", &pid.to_string()])
-                        .status();
-                }
-                sent_term = true;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited = self
+                .wait_log(
+                    |l| l.contains("Shutdown complete"),
+                    deadline - Instant::now(),
+                )
+                .await;
+        }
+        let grace = if waited == LogWait::Found {
+            SHUTDOWN_GRACE
+        } else {
+            deadline.saturating_duration_since(Instant::now())
+        };
+        if tokio::time::timeout(grace, child.wait()).await.is_err() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
         }
         let _ = std::fs::remove_file(&flag);
     }
@@ -221,17 +239,30 @@ impl Prosody {
         self.child.as_ref().and_then(|c| c.id())
     }
 
-    /// Prosody's log file and whatever it printed to stdout/stderr, for failure messages.
+    /// Everything Prosody logged and printed, for failure messages.
     pub fn log(&self) -> String {
-        let mut out = String::new();
-        for (title, name) in [("prosody.log", "prosody.log"), ("console", "console.log")] {
-            let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-            let _ = write!(out, "----- {title} -----\n{text}");
-            if !text.ends_with('\n') {
-                out.push('\n');
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// Waits until this run's log satisfies `pred`, Prosody's output ends, or `within`
+    /// passes; woken by every line Prosody writes, never by a timer.
+    async fn wait_log(&self, pred: impl Fn(&str) -> bool, within: Duration) -> LogWait {
+        let deadline = Instant::now() + within;
+        let mut lines = self.lines.clone();
+        loop {
+            let (_, ended) = *lines.borrow_and_update();
+            if pred(&self.run_log()) {
+                return LogWait::Found;
+            }
+            if ended {
+                return LogWait::Exited;
+            }
+            match tokio::time::timeout_at(deadline, lines.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return LogWait::Exited,
+                Err(_) => return LogWait::TimedOut,
             }
         }
-        out
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -264,7 +295,8 @@ data_path = {data}
 plugin_paths = {{ {plugins} }}
 ferry_test_stop_file = {stop}
 certificates = {certs}
-log = {{ {{ levels = {{ min = {level} }}, to = "file", filename = {logfile} }} }}
+-- The file sink is line-buffered; through the pipe the harness wakes on every line.
+log = {{ {{ levels = {{ min = {level} }}, to = "file", filename = "/dev/stdout" }} }}
 
 interfaces = {{ "127.0.0.1" }}
 local_interfaces = {{ "127.0.0.1" }}
@@ -300,7 +332,6 @@ VirtualHost "{DOMAIN}"
             plugins = p("plugins"),
             stop = p("stop"),
             level = lua_str(level),
-            logfile = p("prosody.log"),
             c2s = self.c2s_port,
             component = self.component_port,
         );
@@ -318,27 +349,30 @@ VirtualHost "{DOMAIN}"
     /// Spawns Prosody and waits until it has opened its ports and they accept connections.
     async fn spawn_and_wait(&mut self, has_components: bool) -> Startup {
         let _ = std::fs::remove_file(self.dir.path().join("stop"));
-        // Only what this run logs counts: a restart appends to the same file.
-        self.log_start = self.log_file().len();
-        let console = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("console.log"))
-            .expect("open console.log");
-        let console_err = console.try_clone().expect("clone console.log handle");
-        let child = Command::new("prosody")
+        // Only what this run logs counts: a restart appends to the same buffer.
+        self.log_start = self.log.lock().expect("log lock").len();
+        let mut child = Command::new("prosody")
             .arg("-F")
             .arg("--config")
             .arg(self.config_path())
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
-            .stdout(console)
-            .stderr(console_err)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot run `prosody` ({e}); install it with scripts/install-deps.sh")
             });
+        let (tx, rx) = watch::channel((0u64, false));
+        let tx = Arc::new(tx);
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(collect(out, Arc::clone(&self.log), Arc::clone(&tx), true));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(collect(err, Arc::clone(&self.log), tx, false));
+        }
+        self.lines = rx;
         self.child = Some(child);
 
         let mut wanted = vec![format!(
@@ -351,46 +385,46 @@ VirtualHost "{DOMAIN}"
                 self.component_port
             ));
         }
-        let started = Instant::now();
-        let mut attempt = 0u64;
-        loop {
-            let log = self.run_log();
-            // A port another process holds is only reported in the log: Prosody goes on
-            // without it, and a connect would reach the other process.
-            if log.contains("Failed to open server port") {
-                return Startup::PortTaken;
+        // A port another process holds is only reported in the log: Prosody goes on
+        // without it, and a connect would reach the other process.
+        let waited = self
+            .wait_log(
+                |log| {
+                    log.contains("Failed to open server port")
+                        || wanted.iter().all(|w| log.contains(w.as_str()))
+                },
+                START_TIMEOUT,
+            )
+            .await;
+        match waited {
+            LogWait::Found if self.run_log().contains("Failed to open server port") => {
+                Startup::PortTaken
             }
-            if !self.is_running() {
-                panic!("Prosody exited during startup:\n{}", self.log());
-            }
-            let logged = wanted.iter().all(|w| log.contains(w.as_str()));
-            if (logged || started.elapsed() > START_TIMEOUT / 4)
-                && accepts(self.c2s_port).await
-                && (!has_components || accepts(self.component_port).await)
-            {
-                return Startup::Ready;
-            }
-            if started.elapsed() >= START_TIMEOUT {
-                panic!(
-                    "Prosody did not accept connections within {START_TIMEOUT:?}:\n{}",
+            LogWait::Found => {
+                assert!(
+                    accepts(self.c2s_port).await
+                        && (!has_components || accepts(self.component_port).await),
+                    "Prosody logged its ports open but does not accept connections:\n{}",
                     self.log()
                 );
+                Startup::Ready
             }
-            tokio::time::sleep(Duration::from_millis((10 * (attempt + 1)).min(100))).await;
-            attempt += 1;
+            LogWait::Exited => panic!("Prosody exited during startup:\n{}", self.log()),
+            LogWait::TimedOut => panic!(
+                "Prosody did not open its ports within {START_TIMEOUT:?}:\n{}",
+                self.log()
+            ),
         }
     }
 
     /// The log lines of the current (or last) run.
     fn run_log(&self) -> String {
-        self.log_file()
+        self.log
+            .lock()
+            .expect("log lock")
             .get(self.log_start..)
             .unwrap_or_default()
             .to_owned()
-    }
-
-    fn log_file(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("prosody.log")).unwrap_or_default()
     }
 
     async fn kill_now(&mut self) {
@@ -456,4 +490,26 @@ pub fn account_file(data_path: &Path, user: &str) -> PathBuf {
         .join(encode_path(DOMAIN))
         .join("accounts")
         .join(format!("{}.dat", encode_path(user)))
+}
+
+/// Appends a pipe's lines to the log and wakes waiters for each; the stdout reader (Prosody's
+/// log) also reports when the output ends, i.e. when Prosody has exited.
+async fn collect(
+    pipe: impl AsyncRead + Unpin,
+    log: Arc<Mutex<String>>,
+    lines: Arc<watch::Sender<(u64, bool)>>,
+    reports_end: bool,
+) {
+    let mut reader = BufReader::new(pipe).lines();
+    while let Ok(Some(line)) = reader.next_line().await {
+        {
+            let mut l = log.lock().expect("log lock");
+            l.push_str(&line);
+            l.push('\n');
+        }
+        lines.send_modify(|(n, _)| *n += 1);
+    }
+    if reports_end {
+        lines.send_modify(|(_, ended)| *ended = true);
+    }
 }
