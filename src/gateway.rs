@@ -15,7 +15,7 @@ use crate::config::XmppConfig;
 use crate::jid;
 use crate::metrics::Metrics;
 use crate::router::{self, Access, Route};
-use crate::stanza::{self, Condition, Kind, Stanza, ns};
+use crate::stanza::{self, Condition, Stanza, ns};
 use crate::store::{Identity, NewOutbox, Store};
 use crate::xml::{Element, NS_COMPONENT};
 
@@ -544,15 +544,5 @@ impl Gateway {
         for u in users {
             self.send(self.gateway_presence(&u)).await;
         }
-    }
-
-    /// Is this stanza from an admin?
-    pub fn is_admin(&self, st: &Stanza) -> bool {
-        self.access.is_admin(&jid::bare(&st.from))
-    }
-
-    /// Whether the kind of stanza is an IQ get (for tests and the service).
-    pub fn is_get(st: &Stanza) -> bool {
-        st.kind == Kind::Iq && st.typ == "get"
     }
 }

@@ -29,7 +29,7 @@ const FEATURES: &[&str] = &[
 impl Gateway {
     /// Answers an IQ addressed to the domain. Every get/set gets exactly one answer.
     pub async fn domain_iq(self: Arc<Self>, st: Stanza) {
-        let Some(payload) = st.payload().cloned() else {
+        let Some(payload) = st.payload() else {
             return self.reject(&st, Condition::BadRequest, None).await;
         };
         let get = st.typ == "get";
@@ -50,7 +50,7 @@ impl Gateway {
                 Element::text_child("FN", ns::VCARD, self.bridge.display_name()),
             ))),
             (true, ns::REGISTER, "query") => self.register_get(&st).await,
-            (false, ns::REGISTER, "query") => self.register_set(&st, &payload).await,
+            (false, ns::REGISTER, "query") => self.register_set(&st, payload).await,
             (true, ns::GATEWAY, "query") => {
                 let (desc, prompt) = self.bridge.gateway_prompt();
                 Ok(Some(
@@ -59,8 +59,8 @@ impl Gateway {
                         .with_child(Element::text_child("prompt", ns::GATEWAY, prompt)),
                 ))
             }
-            (false, ns::GATEWAY, "query") => self.gateway_set(&payload).await,
-            (false, ns::COMMANDS, "command") => self.command(&st, &payload).await,
+            (false, ns::GATEWAY, "query") => self.gateway_set(payload).await,
+            (false, ns::COMMANDS, "command") => self.command(&st, payload).await,
             _ => Err((Condition::ServiceUnavailable, None)),
         };
         match reply {
@@ -209,8 +209,7 @@ impl Gateway {
             .map_err(internal)?;
         self.caches.put_account(&user, account);
         tracing::info!(domain = %self.domain, user = %user, "registered");
-        // Restart the session with the new credentials.
-        self.stop_session(account);
+        // (Re)starts the session with the new credentials; an old one is stopped.
         self.start_session(account, user.clone(), creds);
         // XEP-0100 §6.1: the gateway asks to be in the user's roster.
         self.send(stanza::presence(&self.domain, &user, Some("subscribe")))
