@@ -160,6 +160,13 @@ pub async fn start(
         tasks.spawn(Arc::clone(&gw).run_router(in_rx));
         tasks.spawn(Arc::clone(&gw).run_outbox());
         tasks.spawn(Arc::clone(&gw).run_relay(ev_rx));
+        let hub = ferry_bridge_api::Hub {
+            events: gw.events.clone(),
+            shutdown: shutdown_rx.clone(),
+            counters: Arc::new(metrics.clone()),
+        };
+        let serving = Arc::clone(&spec.bridge);
+        tasks.spawn(async move { serving.serve(hub).await });
         // Each time the link comes (back) up, tell users how the gateway is doing.
         let watcher = Arc::clone(&gw);
         let mut up = link.connected.clone();

@@ -7,7 +7,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use ferry_bridge_api::{AccountId, Bridge, BridgeKind, ParsedAddress, RemoteEvent, SessionStatus};
+use ferry_bridge_api::{
+    AccountId, Bridge, BridgeError, BridgeKind, ContactState, ParsedAddress, RemoteEvent, RemoteId,
+    SessionStatus,
+};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::component::Outgoing;
@@ -66,6 +69,21 @@ pub struct Gateway {
     pub connected: watch::Receiver<bool>,
     /// Lookups the router needs for every message, kept in memory.
     pub caches: Caches,
+}
+
+/// A contact's presence to a user: available with its status text, `xa` when its
+/// upstream fails.
+pub fn contact_presence(contact: &str, user: &str, state: Option<&ContactState>) -> Element {
+    let mut p = stanza::presence(contact, user, None);
+    if let Some(state) = state {
+        if !state.available {
+            p.push(Element::text_child("show", NS_COMPONENT, "xa"));
+        }
+        if let Some(text) = &state.status {
+            p.push(Element::text_child("status", NS_COMPONENT, text.clone()));
+        }
+    }
+    p
 }
 
 /// In-memory copies of store lookups on the hot path. The store stays the truth: entries
@@ -397,7 +415,7 @@ impl Gateway {
     }
 
     /// IQs to a contact: disco#info, vCard, ping.
-    async fn contact_iq(&self, st: &Stanza, local: &str) {
+    async fn contact_iq(self: &Arc<Self>, st: &Stanza, local: &str) {
         let Some(payload) = st.payload() else {
             return self.reject(st, Condition::BadRequest, None).await;
         };
@@ -424,28 +442,45 @@ impl Gateway {
             ("get", ns::DISCO_ITEMS) => Some(Element::new("query", ns::DISCO_ITEMS)),
             ("get", ns::PING) => None,
             ("get", ns::VCARD) => {
-                let name = identity
-                    .display
-                    .clone()
+                let state = match self.bridge.subscriptions() {
+                    Some(subs) => {
+                        subs.contact_state(&RemoteId(identity.remote_id.clone()))
+                            .await
+                    }
+                    None => None,
+                };
+                let name = state
+                    .as_ref()
+                    .and_then(|s| s.name.clone())
+                    .or_else(|| identity.display.clone())
                     .unwrap_or_else(|| identity.remote_id.clone());
-                Some(
-                    Element::new("vCard", ns::VCARD)
-                        .with_child(Element::text_child("FN", ns::VCARD, name.clone()))
-                        .with_child(Element::text_child("NICKNAME", ns::VCARD, name))
-                        .with_child(Element::text_child(
-                            "NOTE",
+                let mut card = Element::new("vCard", ns::VCARD)
+                    .with_child(Element::text_child("FN", ns::VCARD, name.clone()))
+                    .with_child(Element::text_child("NICKNAME", ns::VCARD, name))
+                    .with_child(Element::text_child(
+                        "NOTE",
+                        ns::VCARD,
+                        identity.remote_id.clone(),
+                    ));
+                if let Some(url) = state.and_then(|s| s.avatar_url) {
+                    card.push(
+                        Element::new("PHOTO", ns::VCARD).with_child(Element::text_child(
+                            "EXTVAL",
                             ns::VCARD,
-                            identity.remote_id.clone(),
+                            url,
                         )),
-                )
+                    );
+                }
+                Some(card)
             }
             _ => return self.reject(st, Condition::ServiceUnavailable, None).await,
         };
         self.send(st.iq_result(reply)).await;
     }
 
-    /// Presence to a contact: subscriptions are accepted, probes answered.
-    async fn contact_presence(&self, st: &Stanza, local: &str) {
+    /// Presence to a contact: subscriptions are accepted (for followable contacts such as
+    /// feeds, subscribing follows and the bridge confirms later), probes answered.
+    async fn contact_presence(self: &Arc<Self>, st: &Stanza, local: &str) {
         let identity = match self.resolve_contact(local).await {
             Ok(i) => i,
             Err(cond) => {
@@ -463,6 +498,36 @@ impl Gateway {
         };
         let contact = self.contact_jid(&identity);
         let user = jid::bare(&st.from);
+        let remote = RemoteId(identity.remote_id.clone());
+        if let Some(subs) = self.bridge.subscriptions() {
+            match st.typ.as_str() {
+                "subscribe" => {
+                    let followed = match self.account_for_use(&user).await {
+                        Ok(account) => subs.follow(account, &remote).await,
+                        Err(cond) => Err(BridgeError::permanent(cond.as_str())),
+                    };
+                    if let Err(e) = followed {
+                        self.refuse_follow(&user, &contact, &e.text).await;
+                    }
+                }
+                "unsubscribe" => {
+                    if let Some(account) = self.account_of(&user).await
+                        && let Err(e) = subs.unfollow(account, &remote).await
+                    {
+                        tracing::warn!(domain = %self.domain, "cannot unfollow: {e}");
+                    }
+                    self.send(stanza::presence(&contact, &user, Some("unsubscribed")))
+                        .await;
+                }
+                "probe" => {
+                    let state = subs.contact_state(&remote).await;
+                    self.send(contact_presence(&contact, &user, state.as_ref()))
+                        .await;
+                }
+                _ => {}
+            }
+            return;
+        }
         match st.typ.as_str() {
             "subscribe" => {
                 self.send(stanza::presence(&contact, &user, Some("subscribed")))
@@ -476,6 +541,16 @@ impl Gateway {
             }
             _ => {}
         }
+    }
+
+    /// Tells a user that following `contact` did not work, and why: `unsubscribed` from
+    /// the contact and a chat message from the gateway.
+    pub async fn refuse_follow(&self, user: &str, contact: &str, reason: &str) {
+        self.send(stanza::presence(contact, user, Some("unsubscribed")))
+            .await;
+        let text = format!("Cannot subscribe to {contact}: {reason}");
+        self.send(stanza::message(&self.domain, user, "chat", &text))
+            .await;
     }
 
     /// The gateway's presence for a user, from their session's state.

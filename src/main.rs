@@ -32,6 +32,29 @@ enum Command {
     Check,
     /// Apply database migrations
     Migrate,
+    /// Import or export one user's feeds as OPML
+    Feeds {
+        #[command(subcommand)]
+        action: FeedsAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FeedsAction {
+    /// Follow every feed of an OPML file for a user (confirmed when ferry runs)
+    Import {
+        /// The user's bare JID
+        #[arg(long)]
+        jid: String,
+        /// The OPML file
+        file: PathBuf,
+    },
+    /// Print a user's feeds as OPML on stdout
+    Export {
+        /// The user's bare JID
+        #[arg(long)]
+        jid: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -96,8 +119,10 @@ async fn run(command: Command, cfg: Config) -> Result<(), (u8, anyhow::Error)> {
             Ok(())
         }
         Command::Check => Ok(()),
+        Command::Feeds { action } => feeds(action, &cfg, store).await,
         Command::Run => {
-            let bridges = ferry::bridges::from_config(&cfg);
+            let bridges = ferry::bridges::from_config(&cfg, &store)
+                .map_err(|e| (2, anyhow::anyhow!("cannot set up the bridges: {e}")))?;
             if bridges.is_empty() {
                 return Err((1, anyhow::anyhow!("no bridge configured")));
             }
@@ -114,6 +139,71 @@ async fn run(command: Command, cfg: Config) -> Result<(), (u8, anyhow::Error)> {
                 .wait()
                 .await
                 .map_err(|e| (e.exit_code() as u8, e.into()))
+        }
+    }
+}
+
+/// `ferry feeds import|export`: works on the database alone; a running ferry confirms the
+/// imported subscriptions to the user (the feed contacts ask to be added).
+async fn feeds(
+    action: FeedsAction,
+    cfg: &Config,
+    store: ferry::store::Store,
+) -> Result<(), (u8, anyhow::Error)> {
+    use ferry_bridge_api::{Bridge as _, BridgeKind, ImportSource};
+    let rss = cfg
+        .rss
+        .as_ref()
+        .ok_or_else(|| (1, anyhow::anyhow!("no [rss] table in the config")))?;
+    let bridge = ferry::bridges::rss(rss, &store)
+        .map_err(|e| (2, anyhow::anyhow!("cannot set up the rss bridge: {e}")))?;
+    let subs = bridge
+        .subscriptions()
+        .ok_or_else(|| (2, anyhow::anyhow!("the rss bridge has no subscriptions")))?;
+    let fail = |e: &dyn std::fmt::Display| (2u8, anyhow::anyhow!("{e}"));
+    let jid_of = |raw: &str| {
+        ferry::jid::parse(raw)
+            .filter(|j| j.resource().is_none() && j.node().is_some())
+            .map(|j| ferry::jid::bare(&j))
+            .ok_or_else(|| (1u8, anyhow::anyhow!("not a bare JID: {raw}")))
+    };
+    match action {
+        FeedsAction::Import { jid, file } => {
+            let jid = jid_of(&jid)?;
+            let bytes = std::fs::read(&file)
+                .with_context(|| format!("cannot read {}", file.display()))
+                .map_err(|e| (1, e))?;
+            let addresses = subs
+                .read_import(ImportSource::Bytes(bytes))
+                .await
+                .map_err(|e| (1, anyhow::anyhow!("{}: {e}", file.display())))?;
+            let account = store
+                .upsert_account(BridgeKind::Rss, &jid, &Default::default())
+                .await
+                .map_err(|e| fail(&e))?;
+            let done = ferry::service::follows::follow_addresses(
+                &store, &bridge, &*subs, account, &addresses,
+            )
+            .await;
+            for (addr, why) in &done.failed {
+                eprintln!("skipped {addr}: {why}");
+            }
+            eprintln!(
+                "imported {} feed(s) for {jid}; they are confirmed to the user when ferry runs",
+                done.ok.len()
+            );
+            Ok(())
+        }
+        FeedsAction::Export { jid } => {
+            let jid = jid_of(&jid)?;
+            let account = store
+                .account(BridgeKind::Rss, &jid)
+                .await
+                .map_err(|e| fail(&e))?
+                .ok_or_else(|| (1, anyhow::anyhow!("{jid} follows no feeds")))?;
+            let opml = subs.export(account.id).await.map_err(|e| fail(&e))?;
+            println!("{opml}");
+            Ok(())
         }
     }
 }

@@ -18,6 +18,16 @@ struct Inner {
     gauges: BTreeMap<Key, i64>,
 }
 
+/// Bridges count their outcomes here (feed fetches).
+impl ferry_bridge_api::Counters for Metrics {
+    fn count(&self, metric: &'static str, outcome: &'static str) {
+        match metric {
+            "ferry_feed_fetches_total" => self.feed_fetch(outcome),
+            other => tracing::debug!("a bridge counted an unknown metric {other}"),
+        }
+    }
+}
+
 /// The registry; cheap to clone.
 #[derive(Clone, Default)]
 pub struct Metrics {

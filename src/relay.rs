@@ -55,6 +55,34 @@ impl Gateway {
                 }
                 self.deliver_inbound(account, &user, m).await;
             }
+            RemoteEvent::Followed { contact, nick } => {
+                let Some((identity, jid)) = self.contact_for(&contact).await else {
+                    return;
+                };
+                self.send(stanza::presence(&jid, &user, Some("subscribed")))
+                    .await;
+                let mut ask = stanza::presence(&jid, &user, Some("subscribe"));
+                if let Some(nick) = nick.as_deref().or(identity.display.as_deref()) {
+                    ask.push(Element::text_child("nick", ns::NICK, nick));
+                }
+                self.send(ask).await;
+                let _ = self.store.introduce_contact(account, identity.id).await;
+                tracing::info!(domain = %self.domain, user = %user, contact = %jid, "subscribed");
+            }
+            RemoteEvent::FollowRefused { contact, reason } => {
+                let jid = match self.contact_for(&contact).await {
+                    Some((_, jid)) => jid,
+                    None => contact.to_string(),
+                };
+                tracing::info!(domain = %self.domain, user = %user, contact = %jid, "subscription refused: {reason}");
+                self.refuse_follow(&user, &jid, &reason).await;
+            }
+            RemoteEvent::ContactStatus { contact, state } => {
+                if let Some((_, jid)) = self.contact_for(&contact).await {
+                    self.send(crate::gateway::contact_presence(&jid, &user, Some(&state)))
+                        .await;
+                }
+            }
             RemoteEvent::Delivered { remote_message_id } => {
                 if let Some((row, contact)) = self.sent_row(account, &remote_message_id).await {
                     self.send_receipt(&row, &contact).await;
@@ -76,6 +104,23 @@ impl Gateway {
                 }
             }
         }
+    }
+
+    /// The identity and bare JID of a contact the bridge names.
+    async fn contact_for(
+        &self,
+        contact: &ferry_bridge_api::RemoteId,
+    ) -> Option<(crate::store::Identity, String)> {
+        let parsed = match self.bridge.parse_address(contact.as_str()) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(domain = %self.domain, "event about an address the bridge cannot read: {e}");
+                return None;
+            }
+        };
+        let identity = self.ensure_identity(&parsed).await.ok()?;
+        let jid = self.contact_jid(&identity);
+        Some((identity, jid))
     }
 
     /// The outbox row a delivery report is about, and the contact it was sent to.

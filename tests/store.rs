@@ -202,7 +202,172 @@ on_both_backends!(
     outbox_lifecycle,
     concurrent_claimers_never_share_a_row,
     kv_round_trip,
+    feed_store_lifecycle,
+    concurrent_feed_claimers_never_share_a_feed,
 );
+
+async fn feed_store_lifecycle(db: &TestDb) {
+    use ferry_rss::engine::FeedStore;
+    let s = db.migrated().await;
+    let alice = s
+        .upsert_account(BridgeKind::Rss, "alice@example.org", &Credentials::new())
+        .await
+        .expect("alice");
+    let bob = s
+        .upsert_account(BridgeKind::Rss, "bob@example.org", &Credentials::new())
+        .await
+        .expect("bob");
+    let feed = "https://example.org/feed.xml";
+    assert!(s.feed(feed).await.expect("feed").is_none());
+    s.subscribe(alice, feed, false, 1_000)
+        .await
+        .expect("subscribe");
+    s.subscribe(bob, feed, true, 1_000)
+        .await
+        .expect("subscribe");
+    let rec = s.feed(feed).await.expect("feed").expect("row created");
+    assert_eq!(rec.next_fetch_ms, 1_000, "a new feed is due at once");
+    assert_eq!(
+        s.pending_feeds(10).await.expect("pending"),
+        vec![feed.to_owned()]
+    );
+    let subs = s.subscribers(feed).await.expect("subscribers");
+    assert_eq!(subs.len(), 2);
+    assert!(subs.iter().all(|x| x.pending));
+    assert_eq!(subs.iter().filter(|x| x.headline).count(), 1);
+
+    // Not due yet; then due and claimed once.
+    assert!(
+        s.claim_due_feeds(999, 5_000, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let claimed = s.claim_due_feeds(1_000, 5_000, 10).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert!(
+        s.claim_due_feeds(2_000, 6_000, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "leased"
+    );
+    assert!(
+        s.claim(feed, 2_000, 6_000)
+            .await
+            .expect("claim one")
+            .is_none(),
+        "leased"
+    );
+    assert_eq!(s.next_due_ms().await.expect("next"), Some(5_000));
+
+    // Saving records keys and releases the lease; only unseen keys come back as fresh.
+    let mut rec = claimed[0].clone();
+    rec.title = Some("Example".into());
+    rec.etag = Some("\"abc\"".into());
+    rec.next_fetch_ms = 60_000;
+    rec.last_ok_ms = Some(2_000);
+    let keys: Vec<String> = (0..450).map(|i| format!("id:{i}")).collect();
+    let fresh = s.save(&rec, &keys, 2_000).await.expect("save");
+    assert_eq!(fresh.len(), 450);
+    let mut more = keys[400..].to_vec();
+    more.push("id:new".into());
+    let fresh = s.save(&rec, &more, 3_000).await.expect("save again");
+    assert_eq!(
+        fresh.into_iter().collect::<Vec<_>>(),
+        vec!["id:new".to_owned()]
+    );
+    let back = s.feed(feed).await.expect("feed").expect("row");
+    assert_eq!(back.title.as_deref(), Some("Example"));
+    assert_eq!(back.etag.as_deref(), Some("\"abc\""));
+    assert_eq!(s.next_due_ms().await.expect("next"), Some(60_000));
+    assert!(
+        s.claim(feed, 3_000, 9_000)
+            .await
+            .expect("claim one")
+            .is_some(),
+        "lease released"
+    );
+
+    // Confirming, delivery settings, listing and unsubscribing.
+    s.confirm(alice, feed).await.expect("confirm");
+    let subs = s.subscribers(feed).await.expect("subscribers");
+    assert!(
+        !subs
+            .iter()
+            .find(|x| x.account == alice)
+            .expect("alice")
+            .pending
+    );
+    assert_eq!(s.delivery(alice).await.expect("delivery"), None);
+    s.set_delivery(alice, true).await.expect("set delivery");
+    assert_eq!(s.delivery(alice).await.expect("delivery"), Some(true));
+    assert!(
+        s.subscribers(feed)
+            .await
+            .expect("subs")
+            .iter()
+            .all(|x| x.headline)
+    );
+    assert_eq!(s.subscriptions(alice).await.expect("list").len(), 1);
+    assert!(s.unsubscribe(alice, feed).await.expect("unsubscribe"));
+    assert!(!s.unsubscribe(alice, feed).await.expect("again"));
+    assert!(s.subscriptions(alice).await.expect("list").is_empty());
+
+    // Unregistering removes the subscription; a feed nobody follows is never due.
+    assert!(
+        s.remove_account(BridgeKind::Rss, "bob@example.org")
+            .await
+            .expect("remove")
+    );
+    assert!(s.subscribers(feed).await.expect("subs").is_empty());
+    assert!(
+        s.claim_due_feeds(i64::MAX / 2, i64::MAX / 2, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    assert_eq!(s.next_due_ms().await.expect("next"), None);
+    assert_eq!(s.prune_feeds().await.expect("prune"), 1);
+    assert!(s.feed(feed).await.expect("feed").is_none());
+}
+
+async fn concurrent_feed_claimers_never_share_a_feed(db: &TestDb) {
+    use ferry_rss::engine::FeedStore;
+    let s = db.migrated().await;
+    let a = s
+        .upsert_account(BridgeKind::Rss, "a@example.org", &Credentials::new())
+        .await
+        .expect("account");
+    for i in 0..200 {
+        s.subscribe(a, &format!("https://f{i}.example/"), false, 0)
+            .await
+            .expect("subscribe");
+    }
+    let mut tasks = JoinSet::new();
+    for _ in 0..4 {
+        let s = db.migrated().await;
+        tasks.spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = s.claim_due_feeds(10, 100_000, 7).await.expect("claim");
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|r| r.feed));
+            }
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        all.extend(r.expect("task"));
+    }
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(n, 200, "every feed claimed");
+    assert_eq!(all.len(), 200, "no feed claimed twice");
+}
 
 fn creds(pairs: &[(&str, &str)]) -> Credentials {
     pairs
@@ -237,7 +402,7 @@ async fn migrations_are_idempotent(db: &TestDb) {
     let store = db.store().await;
     assert_eq!(
         store.migrate().await.expect("first migrate"),
-        vec!["0001_init".to_owned()]
+        vec!["0001_init".to_owned(), "0002_feeds".to_owned()]
     );
     assert!(store.migrate().await.expect("second migrate").is_empty());
     // Another process finds the schema current as well.
@@ -249,7 +414,10 @@ async fn migrations_are_idempotent(db: &TestDb) {
             .fetch_all(&raw)
             .await
             .expect("read ferry_migrations");
-    assert_eq!(recorded, vec![(1, "0001_init".to_owned())]);
+    assert_eq!(
+        recorded,
+        vec![(1, "0001_init".to_owned()), (2, "0002_feeds".to_owned())]
+    );
 }
 
 async fn concurrent_migrations_apply_once(db: &TestDb) {
@@ -265,7 +433,11 @@ async fn concurrent_migrations_apply_once(db: &TestDb) {
     while let Some(result) = tasks.join_next().await {
         applied.extend(result.expect("task").expect("concurrent migrate"));
     }
-    assert_eq!(applied, vec!["0001_init".to_owned()]);
+    applied.sort();
+    assert_eq!(
+        applied,
+        vec!["0001_init".to_owned(), "0002_feeds".to_owned()]
+    );
     let store = db.store().await;
     assert!(store.migrate().await.expect("migrate after").is_empty());
     store
@@ -1061,7 +1233,7 @@ async fn sqlite_in_memory_works() {
     let s = Store::open("sqlite::memory:", Cipher::from_key(KEY))
         .await
         .expect("open");
-    assert_eq!(s.migrate().await.expect("migrate").len(), 1);
+    assert_eq!(s.migrate().await.expect("migrate").len(), 2);
     let id = s
         .upsert_account(BridgeKind::Rss, "a@example.org", &creds(&[("k", "v")]))
         .await

@@ -19,33 +19,85 @@ pub struct Command {
     pub name: &'static str,
     pub help: &'static str,
     pub admin_only: bool,
+    /// Only on gateways whose contacts are followed (feeds).
+    pub follows: bool,
+    /// The form field (var, label) its argument comes in, as an ad-hoc command.
+    pub field: Option<(&'static str, &'static str)>,
+}
+
+const fn basic(
+    node: &'static str,
+    name: &'static str,
+    help: &'static str,
+    admin_only: bool,
+) -> Command {
+    Command {
+        node,
+        name,
+        help,
+        admin_only,
+        follows: false,
+        field: None,
+    }
+}
+
+const fn follow(
+    node: &'static str,
+    name: &'static str,
+    help: &'static str,
+    field: Option<(&'static str, &'static str)>,
+) -> Command {
+    Command {
+        node,
+        name,
+        help,
+        admin_only: false,
+        follows: true,
+        field,
+    }
 }
 
 pub const COMMANDS: &[Command] = &[
-    Command {
-        node: "help",
-        name: "Help",
-        help: "list the commands",
-        admin_only: false,
-    },
-    Command {
-        node: "status",
-        name: "Status",
-        help: "your registration and the gateway's state",
-        admin_only: false,
-    },
-    Command {
-        node: "stats",
-        name: "Statistics",
-        help: "users, sessions, outbox and traffic (admins)",
-        admin_only: true,
-    },
-    Command {
-        node: "users",
-        name: "Users",
-        help: "registered users (admins)",
-        admin_only: true,
-    },
+    basic("help", "Help", "list the commands", false),
+    basic(
+        "status",
+        "Status",
+        "your registration and the gateway's state",
+        false,
+    ),
+    follow(
+        "subscribe",
+        "Subscribe to a feed",
+        "subscribe URL — follow a feed (or a site's feed)",
+        Some(("url", "Feed or site address")),
+    ),
+    follow(
+        "unsubscribe",
+        "Unsubscribe from a feed",
+        "unsubscribe JID — stop following a feed (its JID or address)",
+        Some(("jid", "Feed JID or address")),
+    ),
+    follow("list", "List feeds", "the feeds you follow", None),
+    follow(
+        "import",
+        "Import OPML",
+        "import URL — follow every feed of an OPML file (e.g. an upload link)",
+        Some(("url", "OPML file address")),
+    ),
+    follow("export", "Export OPML", "your feeds as OPML", None),
+    follow(
+        "settings",
+        "Settings",
+        "settings [delivery chat|headline] — how entries arrive",
+        Some(("delivery", "Delivery (chat or headline)")),
+    ),
+    basic(
+        "stats",
+        "Statistics",
+        "users, sessions, outbox and traffic (admins)",
+        true,
+    ),
+    basic("users", "Users", "registered users (admins)", true),
 ];
 
 /// The commands this stanza's sender may see: none for strangers.
@@ -55,16 +107,23 @@ pub fn visible(gw: &Gateway, st: &Stanza) -> Vec<Command> {
     if !admin && !gw.access.is_allowed(&bare) {
         return Vec::new();
     }
+    let follows = gw.bridge.subscriptions().is_some();
     COMMANDS
         .iter()
         .filter(|c| admin || !c.admin_only)
+        .filter(|c| follows || !c.follows)
         .copied()
         .collect()
 }
 
 impl Gateway {
     /// Runs a command by name for the sender; the text answer.
-    pub async fn run_command(&self, st: &Stanza, name: &str, _args: &str) -> Result<String, Reply> {
+    pub async fn run_command(
+        self: &Arc<Self>,
+        st: &Stanza,
+        name: &str,
+        args: &str,
+    ) -> Result<String, Reply> {
         let cmd = visible(self, st)
             .into_iter()
             .find(|c| c.node == name)
@@ -150,6 +209,7 @@ impl Gateway {
                     let _ = writeln!(out, "  {}", a.jid);
                 }
             }
+            _ if cmd.follows => return self.follow_command(&user, cmd.node, args).await,
             _ => return Err((Condition::ItemNotFound, None)),
         }
         Ok(out.trim_end().to_owned())
@@ -157,7 +217,7 @@ impl Gateway {
 
     /// XEP-0050 execution: every command is a single stage that completes at once.
     pub(super) async fn command(
-        &self,
+        self: &Arc<Self>,
         st: &Stanza,
         cmd: &Element,
     ) -> Result<Option<Element>, Reply> {
@@ -171,11 +231,46 @@ impl Gateway {
                     .with_opt_attr("sessionid", cmd.attr("sessionid")),
             ));
         }
-        let text = self.run_command(st, node, "").await?;
         let session = cmd
             .attr("sessionid")
             .map(str::to_owned)
             .unwrap_or_else(|| format!("{node}-{:x}", rand::random::<u64>()));
+        let known = visible(self, st).into_iter().find(|c| c.node == node);
+        let submitted = cmd.elements().find_map(form::values);
+        let mut args = String::new();
+        if let Some((var, label)) = known.and_then(|c| c.field) {
+            match submitted.as_ref().and_then(|v| v.get(var)) {
+                Some(value) if !value.trim().is_empty() => {
+                    args = if node == "settings" {
+                        format!("{var} {}", value.trim())
+                    } else {
+                        value.trim().to_owned()
+                    };
+                }
+                // `settings` without a value shows them; the others need their field.
+                _ if node == "settings" && submitted.is_some() => {}
+                _ => {
+                    let form = ferry_bridge_api::Form {
+                        title: known.map(|c| c.name).unwrap_or_default().to_owned(),
+                        instructions: known.map(|c| c.help).unwrap_or_default().to_owned(),
+                        fields: vec![ferry_bridge_api::FormField::text(var, label, true, None)],
+                    };
+                    return Ok(Some(
+                        Element::new("command", ns::COMMANDS)
+                            .with_attr("node", node)
+                            .with_attr("status", "executing")
+                            .with_attr("sessionid", session)
+                            .with_child(
+                                Element::new("actions", ns::COMMANDS)
+                                    .with_attr("execute", "complete")
+                                    .with_child(Element::new("complete", ns::COMMANDS)),
+                            )
+                            .with_child(form::to_element(&form, None)),
+                    ));
+                }
+            }
+        }
+        let text = self.run_command(st, node, &args).await?;
         Ok(Some(
             Element::new("command", ns::COMMANDS)
                 .with_attr("node", node)

@@ -3,6 +3,7 @@
 //! and XEP-0050 commands (also reachable as chat commands, see [`commands`]).
 
 pub mod commands;
+pub mod follows;
 
 use std::sync::Arc;
 

@@ -19,12 +19,20 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_init",
-    sqlite: include_str!("../../migrations/sqlite/0001_init.sql"),
-    postgres: include_str!("../../migrations/postgres/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_init",
+        sqlite: include_str!("../../migrations/sqlite/0001_init.sql"),
+        postgres: include_str!("../../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_feeds",
+        sqlite: include_str!("../../migrations/sqlite/0002_feeds.sql"),
+        postgres: include_str!("../../migrations/postgres/0002_feeds.sql"),
+    },
+];
 
 /// `pg_advisory_xact_lock` key for migrations: "ferry" in ASCII.
 const PG_MIGRATION_LOCK: i64 = 0x66_65_72_72_79;

@@ -1,6 +1,7 @@
 //! ferry's durable store: accounts and their encrypted credentials, foreign identities and
 //! their JID localparts, contacts, the message-id map, inbound de-duplication, the durable
-//! outbox and a small key/value table for bridges.
+//! outbox, the RSS bridge's feeds (behind its `FeedStore`) and a small key/value table for
+//! bridges.
 //!
 //! One set of queries serves SQLite and PostgreSQL through [`sqlx::AnyPool`]; where the
 //! dialects differ the code branches on [`Backend`]. Times are `i64` unix milliseconds.
@@ -10,6 +11,7 @@
 mod accounts;
 mod crypto;
 mod error;
+mod feeds;
 mod identities;
 mod kv;
 mod messages;

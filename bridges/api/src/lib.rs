@@ -224,6 +224,113 @@ pub enum RemoteEvent {
         error: BridgeError,
     },
     Status(SessionStatus),
+    /// A subscription the user asked for ([`Subscriptions::follow`]) is in place: the core
+    /// confirms it and asks the user to add the contact, with `nick` as its nickname.
+    Followed {
+        contact: RemoteId,
+        nick: Option<String>,
+    },
+    /// A subscription the user asked for cannot be honoured; `reason` says why.
+    FollowRefused {
+        contact: RemoteId,
+        reason: String,
+    },
+    /// A contact's presence changed (a feed's title, last update, or error).
+    ContactStatus {
+        contact: RemoteId,
+        state: ContactState,
+    },
+}
+
+/// What a contact shows on its presence and vCard.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContactState {
+    /// False shows the contact as `xa` (extended away): its upstream fails.
+    pub available: bool,
+    /// The status text.
+    pub status: Option<String>,
+    /// A display name (vCard FN, disco identity name).
+    pub name: Option<String>,
+    /// An image for the vCard, as a URL.
+    pub avatar_url: Option<String>,
+}
+
+/// One contact a user follows, for listings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Follow {
+    pub contact: RemoteId,
+    pub name: Option<String>,
+    /// The contact's own address (a feed's URL), for export.
+    pub address: String,
+    pub state: ContactState,
+}
+
+/// Where an import comes from: a file's bytes or a link to fetch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImportSource {
+    Bytes(Vec<u8>),
+    Url(String),
+}
+
+/// Gateway-wide work a bridge does beside its per-user sessions (polling feeds), and the
+/// channel its results travel on. Events are tagged with the account they are for.
+#[derive(Clone)]
+pub struct Hub {
+    pub events: mpsc::Sender<(AccountId, RemoteEvent)>,
+    pub shutdown: Shutdown,
+    /// Where [`Hub::count`] records (the core's metrics); opaque to bridges.
+    pub counters: Arc<dyn Counters>,
+}
+
+/// A place to count outcomes (the core's metrics registry).
+pub trait Counters: Send + Sync {
+    fn count(&self, metric: &'static str, outcome: &'static str);
+}
+
+impl Hub {
+    /// Counts one `outcome` of `metric` (e.g. `("ferry_feed_fetches_total", "ok")`).
+    pub fn count(&self, metric: &'static str, outcome: &'static str) {
+        self.counters.count(metric, outcome);
+    }
+}
+
+/// Contacts a user follows rather than talks to (feeds): subscribing to a contact's
+/// presence follows it, unsubscribing stops it. Bridges without such contacts return `None`
+/// from [`Bridge::subscriptions`].
+#[async_trait]
+pub trait Subscriptions: Send + Sync {
+    /// Starts following `contact` for `account`. The outcome arrives later as
+    /// [`RemoteEvent::Followed`] or [`RemoteEvent::FollowRefused`] (after a first fetch).
+    async fn follow(&self, account: AccountId, contact: &RemoteId) -> Result<(), BridgeError>;
+
+    /// Stops following; true when there was something to stop.
+    async fn unfollow(&self, account: AccountId, contact: &RemoteId) -> Result<bool, BridgeError>;
+
+    /// Everything `account` follows.
+    async fn following(&self, account: AccountId) -> Result<Vec<Follow>, BridgeError>;
+
+    /// What `contact` shows, if the bridge knows it.
+    async fn contact_state(&self, contact: &RemoteId) -> Option<ContactState>;
+
+    /// Reads an import (OPML) into the addresses it lists.
+    async fn read_import(&self, source: ImportSource) -> Result<Vec<String>, BridgeError>;
+
+    /// Writes what `account` follows as an export document (OPML).
+    async fn export(&self, account: AccountId) -> Result<String, BridgeError>;
+
+    /// The user's settings as (name, value, allowed values).
+    async fn settings(
+        &self,
+        account: AccountId,
+    ) -> Result<Vec<(String, String, Vec<String>)>, BridgeError>;
+
+    /// Changes one setting.
+    async fn set_setting(
+        &self,
+        account: AccountId,
+        name: &str,
+        value: &str,
+    ) -> Result<(), BridgeError>;
 }
 
 /// Where a session pushes its events; the core tags them with the account.
@@ -350,6 +457,14 @@ pub trait Bridge: Send + Sync + 'static {
     fn http_routes(&self) -> Option<axum::Router> {
         None
     }
+
+    /// Followable contacts (feeds), if this bridge has them.
+    fn subscriptions(&self) -> Option<Arc<dyn Subscriptions>> {
+        None
+    }
+
+    /// Gateway-wide background work (polling feeds) until `hub.shutdown` turns true.
+    async fn serve(&self, _hub: Hub) {}
 }
 
 /// One per registered user and bridge.

@@ -1,16 +1,30 @@
-//! The RSS bridge: feeds as contacts. This first part reads feed addresses and gives each
-//! feed its readable JID slug (SPEC §3); it needs no registration. Fetching, scheduling
-//! and delivering entries come with the RSS issue.
+//! The RSS bridge: feeds as contacts. It reads feed addresses and gives each feed its
+//! readable JID slug (SPEC §3), needs no registration, and follows feeds through the
+//! [`engine`], which fetches each feed once for all its subscribers ([`fetch`], SSRF-safe
+//! and bounded), reads it ([`parse`], [`html`]), schedules it politely ([`schedule`]) and
+//! finds the feed of a site ([`discover`]). OPML comes in and goes out through [`opml`].
 
 #![forbid(unsafe_code)]
+
+pub mod discover;
+pub mod engine;
+pub mod fetch;
+pub mod html;
+pub mod opml;
+pub mod parse;
+pub mod schedule;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use ferry_bridge_api::{
-    AccountId, Bridge, BridgeError, BridgeKind, Credentials, ErrorKind, EventSink, Form,
-    FormValues, Outbound, ParsedAddress, RemoteId, SendReceipt, Session, Shutdown,
+    AccountId, Bridge, BridgeError, BridgeKind, ContactState, Credentials, ErrorKind, EventSink,
+    Follow, Form, FormValues, Hub, ImportSource, Outbound, ParsedAddress, RemoteId, SendReceipt,
+    Session, Shutdown, Subscriptions,
 };
+
+use crate::engine::{Engine, FeedStore, Settings};
+use crate::fetch::{FetchOutcome, Validators};
 
 /// A feed address, split just enough to build its slug.
 #[derive(Debug, PartialEq, Eq)]
@@ -119,8 +133,60 @@ impl FeedUrl {
     }
 }
 
+/// Reads an address as a user typed it.
+pub fn parse_address(raw: &str) -> Result<ParsedAddress, BridgeError> {
+    let url = FeedUrl::parse(raw)?;
+    Ok(ParsedAddress {
+        id: RemoteId(url.canonical()),
+        localpart: url.slug(),
+        display: raw.trim().to_owned(),
+    })
+}
+
+/// Reads an unknown JID localpart: a bare host (`example.com`, `127.0.0.1-8080`) names
+/// that site, whose feed autodiscovery finds when someone subscribes.
+pub fn parse_localpart(localpart: &str) -> Option<ParsedAddress> {
+    if localpart.contains('/') || !localpart.contains('.') {
+        return None;
+    }
+    // `host-PORT` is how a slug spells a port.
+    let candidate = match localpart.rsplit_once('-') {
+        Some((host, port))
+            if !port.is_empty()
+                && port.len() <= 5
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && host.contains('.') =>
+        {
+            format!("{host}:{port}")
+        }
+        _ => localpart.to_owned(),
+    };
+    // A site on a port other than 443 is most likely plain http (intranets, tests).
+    let scheme = if candidate.contains(':') {
+        "http"
+    } else {
+        "https"
+    };
+    parse_address(&format!("{scheme}://{candidate}/")).ok()
+}
+
 /// The RSS bridge.
-pub struct RssBridge;
+pub struct RssBridge {
+    engine: Arc<Engine>,
+}
+
+impl RssBridge {
+    /// A bridge whose engine keeps its feeds in `store`.
+    pub fn new(settings: Settings, store: Arc<dyn FeedStore>) -> Result<RssBridge, BridgeError> {
+        Ok(RssBridge {
+            engine: Arc::new(Engine::new(settings, store)?),
+        })
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+}
 
 #[async_trait]
 impl Bridge for RssBridge {
@@ -161,20 +227,11 @@ impl Bridge for RssBridge {
     }
 
     fn parse_address(&self, raw: &str) -> Result<ParsedAddress, BridgeError> {
-        let url = FeedUrl::parse(raw)?;
-        Ok(ParsedAddress {
-            id: RemoteId(url.canonical()),
-            localpart: url.slug(),
-            display: raw.trim().to_owned(),
-        })
+        parse_address(raw)
     }
 
     fn parse_localpart(&self, localpart: &str) -> Option<ParsedAddress> {
-        // An unknown slug that is a bare host is resolved by autodiscovery on its site.
-        if localpart.contains('/') || !localpart.contains('.') {
-            return None;
-        }
-        self.parse_address(&format!("https://{localpart}/")).ok()
+        parse_localpart(localpart)
     }
 
     fn localparts_are_derived(&self) -> bool {
@@ -188,6 +245,133 @@ impl Bridge for RssBridge {
         _credentials: Credentials,
     ) -> Result<Arc<dyn Session>, BridgeError> {
         Ok(Arc::new(RssSession))
+    }
+
+    fn subscriptions(&self) -> Option<Arc<dyn Subscriptions>> {
+        Some(Arc::new(Follows(Arc::clone(&self.engine))))
+    }
+
+    async fn serve(&self, hub: Hub) {
+        Arc::clone(&self.engine).serve(hub).await;
+    }
+}
+
+/// The bridge's followable contacts: its feeds.
+struct Follows(Arc<Engine>);
+
+/// At most this many feeds come from one import.
+const MAX_IMPORT: usize = 10_000;
+
+#[async_trait]
+impl Subscriptions for Follows {
+    async fn follow(&self, account: AccountId, contact: &RemoteId) -> Result<(), BridgeError> {
+        self.0.follow(account, contact.as_str()).await
+    }
+
+    async fn unfollow(&self, account: AccountId, contact: &RemoteId) -> Result<bool, BridgeError> {
+        self.0.store().unsubscribe(account, contact.as_str()).await
+    }
+
+    async fn following(&self, account: AccountId) -> Result<Vec<Follow>, BridgeError> {
+        let feeds = self.0.store().subscriptions(account).await?;
+        Ok(feeds
+            .into_iter()
+            .map(|rec| Follow {
+                contact: RemoteId(rec.feed.clone()),
+                name: rec.title.clone(),
+                address: rec.fetch_url.clone().unwrap_or_else(|| rec.feed.clone()),
+                state: engine::state_of(&rec),
+            })
+            .collect())
+    }
+
+    async fn contact_state(&self, contact: &RemoteId) -> Option<ContactState> {
+        self.0.state_of(contact.as_str()).await
+    }
+
+    async fn read_import(&self, source: ImportSource) -> Result<Vec<String>, BridgeError> {
+        let bytes = match source {
+            ImportSource::Bytes(b) => b,
+            ImportSource::Url(url) => {
+                let got = self
+                    .0
+                    .source()
+                    .fetch(&url, &Validators::default())
+                    .await
+                    .map_err(|e| {
+                        BridgeError::new(
+                            ErrorKind::NotAcceptable,
+                            format!("cannot fetch {url}: {e}"),
+                        )
+                    })?;
+                match got {
+                    FetchOutcome::Fetched { body, .. } => body,
+                    FetchOutcome::NotModified { .. } => {
+                        return Err(BridgeError::new(
+                            ErrorKind::NotAcceptable,
+                            format!("cannot fetch {url}: unexpected 304"),
+                        ));
+                    }
+                }
+            }
+        };
+        let outlines = opml::parse(&bytes).map_err(|e| {
+            BridgeError::new(ErrorKind::NotAcceptable, format!("not an OPML file: {e}"))
+        })?;
+        Ok(outlines
+            .into_iter()
+            .take(MAX_IMPORT)
+            .map(|o| o.url)
+            .collect())
+    }
+
+    async fn export(&self, account: AccountId) -> Result<String, BridgeError> {
+        let feeds = self.0.store().subscriptions(account).await?;
+        let outlines: Vec<opml::Outline> = feeds
+            .into_iter()
+            .map(|rec| opml::Outline {
+                url: rec.fetch_url.unwrap_or(rec.feed),
+                title: rec.title,
+            })
+            .collect();
+        Ok(opml::write("ferry feeds", &outlines))
+    }
+
+    async fn settings(
+        &self,
+        account: AccountId,
+    ) -> Result<Vec<(String, String, Vec<String>)>, BridgeError> {
+        let headline = self
+            .0
+            .store()
+            .delivery(account)
+            .await?
+            .unwrap_or(self.0.settings().headline);
+        Ok(vec![(
+            "delivery".to_owned(),
+            if headline { "headline" } else { "chat" }.to_owned(),
+            vec!["chat".to_owned(), "headline".to_owned()],
+        )])
+    }
+
+    async fn set_setting(
+        &self,
+        account: AccountId,
+        name: &str,
+        value: &str,
+    ) -> Result<(), BridgeError> {
+        match (name, value) {
+            ("delivery", "chat") => self.0.store().set_delivery(account, false).await,
+            ("delivery", "headline") => self.0.store().set_delivery(account, true).await,
+            ("delivery", other) => Err(BridgeError::new(
+                ErrorKind::NotAcceptable,
+                format!("delivery is chat or headline, not {other}"),
+            )),
+            (other, _) => Err(BridgeError::new(
+                ErrorKind::NotAcceptable,
+                format!("unknown setting {other}; settings: delivery"),
+            )),
+        }
     }
 }
 
@@ -254,8 +438,14 @@ mod tests {
 
     #[test]
     fn bare_host_localpart_means_its_site() {
-        let p = RssBridge.parse_localpart("example.com").expect("host");
+        let p = parse_localpart("example.com").expect("host");
         assert_eq!(p.id.as_str(), "https://example.com/");
-        assert!(RssBridge.parse_localpart("nodots").is_none());
+        assert_eq!(p.localpart, "example.com");
+        let p = parse_localpart("127.0.0.1-8080").expect("host and port");
+        assert_eq!(p.id.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(p.localpart, "127.0.0.1-8080");
+        let p = parse_localpart("my-site.org").expect("a dash is not a port");
+        assert_eq!(p.id.as_str(), "https://my-site.org/");
+        assert!(parse_localpart("nodots").is_none());
     }
 }

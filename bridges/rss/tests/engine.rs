@@ -1,0 +1,383 @@
+//! The feed engine on a paused tokio clock: feeds come from memory, the store is the
+//! in-memory one, and virtual hours pass in milliseconds. Covers confirming a subscription
+//! with the newest entries, polling at the polite interval (lengthened by a TTL), honouring
+//! Retry-After, backing off after errors, delivering a new entry once (also when its GUID
+//! rotates), refusing a feed that never worked, one fetch for many subscribers, and a
+//! restart that does not refetch at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ferry_bridge_api::{AccountId, Counters, Hub, RemoteEvent};
+use ferry_rss::engine::{Engine, FeedStore, MemoryStore, Settings, Source};
+use ferry_rss::fetch::{FetchError, FetchOutcome, FetchPolicy, Validators};
+use ferry_rss::schedule::Intervals;
+use tokio::sync::{mpsc, watch};
+
+const FEED: &str = "https://feeds.example/rss";
+const MIN: Duration = Duration::from_secs(60);
+
+/// What the memory source answers for a URL.
+#[derive(Clone)]
+enum Answer {
+    Feed(String),
+    Status(u16, Option<Duration>),
+}
+
+#[derive(Default)]
+struct MemorySource {
+    answers: Mutex<HashMap<String, Answer>>,
+    /// (url, tokio instant) of every fetch.
+    log: Mutex<Vec<(String, tokio::time::Instant)>>,
+}
+
+impl MemorySource {
+    fn set(&self, url: &str, a: Answer) {
+        self.answers.lock().expect("lock").insert(url.to_owned(), a);
+    }
+    fn fetches(&self, url: &str) -> Vec<tokio::time::Instant> {
+        self.log
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(u, _)| u == url)
+            .map(|(_, t)| *t)
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Source for MemorySource {
+    async fn fetch(&self, url: &str, _v: &Validators) -> Result<FetchOutcome, FetchError> {
+        self.log
+            .lock()
+            .expect("lock")
+            .push((url.to_owned(), tokio::time::Instant::now()));
+        let answer = self.answers.lock().expect("lock").get(url).cloned();
+        match answer {
+            Some(Answer::Feed(body)) => Ok(FetchOutcome::Fetched {
+                body: body.into_bytes(),
+                final_url: url.to_owned(),
+                validators: Validators::default(),
+                max_age: None,
+                content_type: Some("application/rss+xml".into()),
+            }),
+            Some(Answer::Status(code, retry_after)) => {
+                Err(FetchError::Status { code, retry_after })
+            }
+            None => Err(FetchError::Status {
+                code: 404,
+                retry_after: None,
+            }),
+        }
+    }
+    async fn discover(&self, _site: &str) -> Result<String, FetchError> {
+        Err(FetchError::Status {
+            code: 404,
+            retry_after: None,
+        })
+    }
+}
+
+#[derive(Default)]
+struct NoCounters;
+impl Counters for NoCounters {
+    fn count(&self, _metric: &'static str, _outcome: &'static str) {}
+}
+
+fn rss(items: &[(&str, &str)], ttl: Option<u32>) -> String {
+    let ttl = ttl.map(|t| format!("<ttl>{t}</ttl>")).unwrap_or_default();
+    let mut s = format!(
+        "<?xml version='1.0'?><rss version='2.0'><channel><title>Example</title><link>https://feeds.example/</link><description>d</description>{ttl}"
+    );
+    for (guid, title) in items {
+        s.push_str(&format!(
+            "<item><guid>{guid}</guid><title>{title}</title><link>https://feeds.example/{title}</link><description>{title} text</description></item>"
+        ));
+    }
+    s.push_str("</channel></rss>");
+    s
+}
+
+struct Rig {
+    engine: Arc<Engine>,
+    store: Arc<MemoryStore>,
+    source: Arc<MemorySource>,
+    events: mpsc::Receiver<(AccountId, RemoteEvent)>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn settings(default_min: u32, min_min: u32) -> Settings {
+    Settings {
+        intervals: Intervals {
+            default: MIN * default_min,
+            min: MIN * min_min,
+        },
+        initial_entries: 3,
+        headline: false,
+        fetch: FetchPolicy::default(),
+        concurrency: 8,
+    }
+}
+
+fn rig_on(store: Arc<MemoryStore>, source: Arc<MemorySource>, s: Settings) -> Rig {
+    let engine = Arc::new(Engine::with_source(
+        s,
+        store.clone() as Arc<dyn FeedStore>,
+        source.clone(),
+    ));
+    let (tx, events) = mpsc::channel(1024);
+    let (stop, shutdown) = watch::channel(false);
+    let hub = Hub {
+        events: tx,
+        shutdown,
+        counters: Arc::new(NoCounters),
+    };
+    let task = tokio::spawn(Arc::clone(&engine).serve(hub));
+    Rig {
+        engine,
+        store,
+        source,
+        events,
+        stop,
+        task,
+    }
+}
+
+fn rig(s: Settings) -> Rig {
+    rig_on(Arc::default(), Arc::default(), s)
+}
+
+impl Rig {
+    async fn next(&mut self) -> (AccountId, RemoteEvent) {
+        tokio::time::timeout(Duration::from_secs(24 * 3600), self.events.recv())
+            .await
+            .expect("an event within a virtual day")
+            .expect("engine alive")
+    }
+
+    /// Lets `d` of virtual time pass (the paused clock jumps; nothing really waits).
+    async fn pass(&self, d: Duration) {
+        tokio::time::sleep(d).await;
+    }
+
+    fn drain(&mut self) -> Vec<(AccountId, RemoteEvent)> {
+        let mut out = Vec::new();
+        while let Ok(e) = self.events.try_recv() {
+            out.push(e);
+        }
+        out
+    }
+
+    async fn stop(self) -> (Arc<MemoryStore>, Arc<MemorySource>) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        (self.store, self.source)
+    }
+}
+
+fn bodies(events: &[(AccountId, RemoteEvent)]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            RemoteEvent::Message(m) => Some(m.body.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_subscriber_gets_the_newest_entries_then_polls_are_polite() {
+    let mut r = rig(settings(60, 5));
+    let items: Vec<(String, String)> = (1..=5)
+        .rev()
+        .map(|i| (format!("g{i}"), format!("Entry{i}")))
+        .collect();
+    let refs: Vec<(&str, &str)> = items
+        .iter()
+        .map(|(g, t)| (g.as_str(), t.as_str()))
+        .collect();
+    r.source.set(FEED, Answer::Feed(rss(&refs, None)));
+    r.engine.follow(AccountId(1), FEED).await.expect("follow");
+
+    match r.next().await {
+        (AccountId(1), RemoteEvent::Followed { nick, .. }) => {
+            assert_eq!(nick.as_deref(), Some("Example"))
+        }
+        other => panic!("expected Followed, got {other:?}"),
+    }
+    assert!(matches!(
+        r.next().await.1,
+        RemoteEvent::ContactStatus { .. }
+    ));
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(r.next().await);
+    }
+    let b = bodies(&got);
+    assert_eq!(b.len(), 3);
+    assert!(
+        b[0].starts_with("Entry3") && b[2].starts_with("Entry5"),
+        "{b:?}"
+    );
+
+    // Ten virtual hours: one fetch an hour (±10 % jitter), not more.
+    r.pass(MIN * 600).await;
+    let n = r.source.fetches(FEED).len();
+    assert!(
+        (10..=12).contains(&n),
+        "{n} fetches in 10 h at a 60 min interval"
+    );
+    let times = r.source.fetches(FEED);
+    for w in times.windows(2) {
+        let gap = w[1] - w[0];
+        assert!(gap >= MIN * 54 && gap <= MIN * 66, "gap {gap:?}");
+    }
+    assert!(r.drain().is_empty(), "nothing new, nothing sent");
+    r.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_feed_ttl_lengthens_the_interval() {
+    let mut r = rig(settings(60, 5));
+    r.source
+        .set(FEED, Answer::Feed(rss(&[("a", "A")], Some(180))));
+    r.engine.follow(AccountId(1), FEED).await.expect("follow");
+    r.next().await;
+    r.pass(MIN * 600).await;
+    let n = r.source.fetches(FEED).len();
+    // First fetch, then every 3 h: 10 h → 4 fetches (jitter may make it 3 or 5).
+    assert!((3..=5).contains(&n), "{n} fetches in 10 h with a 3 h TTL");
+    r.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_and_errors_slow_polling_down() {
+    let mut r = rig(settings(10, 5));
+    r.source.set(FEED, Answer::Feed(rss(&[("a", "A")], None)));
+    r.engine.follow(AccountId(1), FEED).await.expect("follow");
+    r.next().await;
+    // 429 with two hours: the next fetch waits for them.
+    r.source.set(FEED, Answer::Status(429, Some(MIN * 120)));
+    r.pass(MIN * 12).await;
+    let after_429 = r.source.fetches(FEED).len();
+    assert_eq!(after_429, 2, "the 429 fetch happened");
+    r.pass(MIN * 100).await;
+    assert_eq!(
+        r.source.fetches(FEED).len(),
+        after_429,
+        "Retry-After honoured"
+    );
+    // The contact shows the failure.
+    let ev = r.drain();
+    assert!(
+        ev.iter().any(
+            |(_, e)| matches!(e, RemoteEvent::ContactStatus { state, .. } if !state.available)
+        ),
+        "{ev:?}"
+    );
+    // 500s back off: 5, 10, 20, 40, 80 min … far fewer fetches than one per 10 min.
+    r.source.set(FEED, Answer::Status(500, None));
+    r.pass(MIN * 30).await;
+    let start = r.source.fetches(FEED).len();
+    r.pass(MIN * 600).await;
+    let errors = r.source.fetches(FEED).len() - start;
+    assert!(errors <= 7, "{errors} fetches of a failing feed in 10 h");
+    assert!(errors >= 2, "it is still tried");
+    // Recovery is announced.
+    r.source.set(FEED, Answer::Feed(rss(&[("a", "A")], None)));
+    r.pass(MIN * 60 * 7).await;
+    let ev = r.drain();
+    assert!(
+        ev.iter()
+            .any(|(_, e)| matches!(e, RemoteEvent::ContactStatus { state, .. } if state.available)),
+        "{ev:?}"
+    );
+    r.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn new_entries_arrive_once_for_every_subscriber() {
+    let mut r = rig(settings(10, 5));
+    r.source
+        .set(FEED, Answer::Feed(rss(&[("g1", "One")], None)));
+    for a in 1..=3 {
+        r.engine.follow(AccountId(a), FEED).await.expect("follow");
+    }
+    // Each subscriber: Followed, status, one entry.
+    let mut first = Vec::new();
+    for _ in 0..9 {
+        first.push(r.next().await);
+    }
+    assert_eq!(bodies(&first).len(), 3);
+    assert_eq!(
+        r.source.fetches(FEED).len(),
+        1,
+        "one fetch serves all subscribers"
+    );
+
+    // A new entry, and the old one's GUID rotates (same link): only the new one is news.
+    r.source.set(
+        FEED,
+        Answer::Feed(rss(&[("g2", "Two"), ("g1-rotated", "One")], None)),
+    );
+    r.pass(MIN * 12).await;
+    let ev = r.drain();
+    let b = bodies(&ev);
+    assert_eq!(b.len(), 3, "one message per subscriber: {b:?}");
+    assert!(b.iter().all(|x| x.starts_with("Two")), "{b:?}");
+    let mut accounts: Vec<i64> = ev.iter().map(|(a, _)| a.0).collect();
+    accounts.sort();
+    assert_eq!(accounts, vec![1, 2, 3]);
+    // And again: nothing new, nothing sent.
+    r.pass(MIN * 30).await;
+    assert!(bodies(&r.drain()).is_empty());
+    r.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_feed_that_never_worked_is_refused() {
+    let mut r = rig(settings(10, 5));
+    r.source
+        .set(FEED, Answer::Feed("this is not a feed".into()));
+    r.engine.follow(AccountId(7), FEED).await.expect("follow");
+    match r.next().await {
+        (AccountId(7), RemoteEvent::FollowRefused { reason, .. }) => {
+            assert!(!reason.is_empty())
+        }
+        other => panic!("expected FollowRefused, got {other:?}"),
+    }
+    assert!(
+        r.store.subscribers(FEED).await.expect("subs").is_empty(),
+        "the refused subscription is gone"
+    );
+    r.pass(MIN * 120).await;
+    assert_eq!(
+        r.source.fetches(FEED).len(),
+        1,
+        "nobody follows it: not polled"
+    );
+    r.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_keeps_the_schedule() {
+    let mut r = rig(settings(60, 5));
+    r.source.set(FEED, Answer::Feed(rss(&[("a", "A")], None)));
+    r.engine.follow(AccountId(1), FEED).await.expect("follow");
+    r.next().await;
+    r.pass(MIN * 10).await;
+    let (store, source) = r.stop().await;
+    assert_eq!(source.fetches(FEED).len(), 1);
+    // A new engine on the same store waits for the stored next fetch time.
+    let r = rig_on(store, source, settings(60, 5));
+    r.pass(MIN * 30).await;
+    assert_eq!(r.source.fetches(FEED).len(), 1, "no refetch at start");
+    // Due 54–66 min after the first fetch, which was 10 min before the restart.
+    r.pass(MIN * 45).await;
+    assert_eq!(r.source.fetches(FEED).len(), 2, "fetched when due");
+    r.stop().await;
+}

@@ -1,0 +1,391 @@
+//! The RSS bridge end to end: real Prosody, ferry with the real RSS bridge and SQLite, and
+//! a local HTTP server serving feeds. Subscribing by presence (through autodiscovery on a
+//! site's page) and by chat command, the first entries, a new entry, a refused feed,
+//! `list`/`export`, vCard and probe, and unsubscribing after which nothing more arrives.
+
+mod common;
+
+#[path = "../bridges/rss/tests/common/server.rs"]
+#[allow(dead_code)]
+mod server;
+
+use std::time::Duration;
+
+use common::client::{self, Client};
+use common::prosody::Prosody;
+use ferry::app::{self, Running};
+use ferry::config::Config;
+use ferry::store::{Cipher, Store};
+use ferry::xml::Element;
+use ferry_bridge_api::BridgeKind;
+use server::{Route, TestServer};
+
+const GW: &str = "rss.localhost";
+const SECRET: &str = "rss-secret";
+const NS_CLIENT: &str = "jabber:client";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn rss(title: &str, items: &[(&str, &str)]) -> String {
+    let mut s = format!(
+        "<?xml version='1.0'?><rss version='2.0'><channel><title>{title}</title><link>http://example.org/</link><description>d</description><ttl>0</ttl>"
+    );
+    for (guid, t) in items {
+        s.push_str(&format!(
+            "<item><guid>{guid}</guid><title>{t}</title><link>http://example.org/{guid}</link><description>&lt;p&gt;About &lt;b&gt;{t}&lt;/b&gt;&lt;/p&gt;</description></item>"
+        ));
+    }
+    s.push_str("</channel></rss>");
+    s
+}
+
+fn atom(title: &str, entries: &[(&str, &str)]) -> String {
+    let mut s = format!(
+        "<?xml version='1.0' encoding='utf-8'?><feed xmlns='http://www.w3.org/2005/Atom'><title>{title}</title><id>urn:x:feed</id><updated>2026-11-20T10:00:00Z</updated>"
+    );
+    for (id, t) in entries {
+        s.push_str(&format!(
+            "<entry><id>urn:x:{id}</id><title>{t}</title><updated>2026-11-20T10:00:00Z</updated><link href='http://example.org/a/{id}'/><summary>{t} summary</summary></entry>"
+        ));
+    }
+    s.push_str("</feed>");
+    s
+}
+
+struct Bed {
+    prosody: Prosody,
+    ferry: Running,
+    web: TestServer,
+    _dir: tempfile::TempDir,
+}
+
+async fn bed() -> Bed {
+    let prosody = Prosody::start(&[(GW, SECRET)], &[("alice", "alice")]).await;
+    let web = TestServer::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = Config::from_str_at(
+        &format!(
+            "[xmpp]\nhost = \"127.0.0.1\"\nport = {}\nallowed = [\"localhost\"]\n[http]\nlisten = \"127.0.0.1:0\"\n[rss]\ndomain = \"{GW}\"\nsecret = \"{SECRET}\"\ndefault_interval = \"1s\"\nmin_interval = \"1s\"\ninitial_entries = 2\nallow_private_addresses = true\n",
+            prosody.component_port
+        ),
+        dir.path(),
+    )
+    .expect("config");
+    let store = Store::open(&cfg.database.url, Cipher::from_key([5; 32]))
+        .await
+        .expect("store");
+    store.migrate().await.expect("migrate");
+    let bridges = ferry::bridges::from_config(&cfg, &store).expect("bridges");
+    let ferry = app::start(&cfg, store, bridges)
+        .await
+        .expect("ferry starts");
+    let gw = ferry.gateway(BridgeKind::Rss).expect("gateway");
+    let mut up = gw.connected.clone();
+    tokio::time::timeout(WAIT, up.wait_for(|v| *v))
+        .await
+        .unwrap_or_else(|_| panic!("not linked:\n{}", prosody.log()))
+        .expect("link alive");
+    Bed {
+        prosody,
+        ferry,
+        web,
+        _dir: dir,
+    }
+}
+
+async fn login(bed: &Bed) -> Client {
+    let c = client::login(bed.prosody.c2s_port, "alice", "alice", "test").await;
+    c.send_presence().await;
+    c
+}
+
+fn body(e: &Element) -> String {
+    e.child_text("body", NS_CLIENT).unwrap_or_default()
+}
+
+fn is_msg_from(e: &Element, from: &str) -> bool {
+    e.name == "message" && e.attr("from") == Some(from) && e.attr("type") != Some("error")
+}
+
+async fn command(alice: &mut Client, text: &str) -> String {
+    alice
+        .send(&format!(
+            "<message type='chat' to='{GW}'><body>{text}</body></message>"
+        ))
+        .await;
+    let reply = alice.recv(WAIT, |e| is_msg_from(e, GW)).await;
+    body(&reply)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_receive_and_unsubscribe_through_prosody() {
+    let bed = bed().await;
+    let port = bed.web.addr().port();
+    // A site whose page names its feed; the feed has three entries.
+    bed.web.route(
+        "/",
+        Route::ok("<html><head><link rel='alternate' type='application/rss+xml' href='/feed.xml'></head><body>hi</body></html>")
+            .header("Content-Type", "text/html"),
+    );
+    bed.web.route(
+        "/feed.xml",
+        Route::ok(rss(
+            "Site News",
+            &[("3", "Third"), ("2", "Second"), ("1", "First")],
+        ))
+        .header("Content-Type", "application/rss+xml")
+        .header("ETag", "\"v1\"")
+        .conditional(),
+    );
+    let mut alice = login(&bed).await;
+
+    // 1. Subscribing to the site's JID finds its feed; the contact confirms, asks to be
+    //    added with the feed title as nickname, and the two newest entries follow.
+    let site = format!("127.0.0.1-{port}@{GW}");
+    alice
+        .send(&format!("<presence type='subscribe' to='{site}'/>"))
+        .await;
+    let ask = alice
+        .recv(WAIT, |e| {
+            e.name == "presence"
+                && e.attr("from") == Some(&site)
+                && e.attr("type") == Some("subscribe")
+        })
+        .await;
+    assert_eq!(
+        ask.child_text("nick", "http://jabber.org/protocol/nick")
+            .as_deref(),
+        Some("Site News")
+    );
+    // The contact's `subscribed` went through: Prosody shows the subscription on the roster.
+    let roster = alice
+        .iq("<iq type='get' id='ro1'><query xmlns='jabber:iq:roster'/></iq>")
+        .await;
+    let item = roster
+        .child("query", "jabber:iq:roster")
+        .and_then(|q| {
+            q.elements()
+                .find(|i| i.attr("jid") == Some(site.as_str()))
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("{site} on the roster: {roster}"));
+    assert!(
+        matches!(item.attr("subscription"), Some("to") | Some("both")),
+        "{item}"
+    );
+    let first = alice.recv(WAIT, |e| is_msg_from(e, &site)).await;
+    let second = alice.recv(WAIT, |e| is_msg_from(e, &site)).await;
+    assert!(body(&first).starts_with("Second"), "{first}");
+    assert!(body(&second).starts_with("Third"), "{second}");
+    assert!(body(&second).contains("http://example.org/3"));
+    assert!(
+        body(&second).contains("About Third"),
+        "summary as text: {second}"
+    );
+    assert!(!body(&second).contains("<b>"), "no markup: {second}");
+    assert_eq!(second.attr("type"), Some("chat"));
+    assert_eq!(
+        second
+            .child("x", "jabber:x:oob")
+            .and_then(|x| x.child_text("url", "jabber:x:oob"))
+            .as_deref(),
+        Some("http://example.org/3")
+    );
+    // The feed was found through the page, and fetched conditionally after that.
+    assert!(bed.web.stats().targets().contains(&"/".to_owned()));
+
+    // 2. A new entry arrives once, on the next poll; repolls send the validators back.
+    bed.web.route(
+        "/feed.xml",
+        Route::ok(rss(
+            "Site News",
+            &[
+                ("4", "Fourth"),
+                ("3", "Third"),
+                ("2", "Second"),
+                ("1", "First"),
+            ],
+        ))
+        .header("Content-Type", "application/rss+xml")
+        .header("ETag", "\"v2\"")
+        .conditional(),
+    );
+    let fourth = alice.recv(WAIT, |e| is_msg_from(e, &site)).await;
+    assert!(body(&fourth).starts_with("Fourth"), "{fourth}");
+    assert!(
+        bed.web
+            .requests()
+            .iter()
+            .any(|r| r.target == "/feed.xml" && r.header("if-none-match") == Some("\"v1\"")),
+        "conditional GET with the exact ETag"
+    );
+
+    // 3. Subscribing by command to an Atom feed on the same host: the next free slug.
+    bed.web.route(
+        "/atom.xml",
+        Route::ok(atom("Atom Things", &[("b", "Beta"), ("a", "Alpha")]))
+            .header("Content-Type", "application/atom+xml")
+            .header("Last-Modified", "Fri, 20 Nov 2026 10:00:00 GMT")
+            .conditional(),
+    );
+    let answer = command(
+        &mut alice,
+        &format!("subscribe http://127.0.0.1:{port}/atom.xml"),
+    )
+    .await;
+    let atom_jid = format!("127.0.0.1-{port}-2@{GW}");
+    assert!(answer.contains(&atom_jid), "{answer}");
+    let ask = alice
+        .recv(WAIT, |e| {
+            e.name == "presence"
+                && e.attr("from") == Some(&atom_jid)
+                && e.attr("type") == Some("subscribe")
+        })
+        .await;
+    assert_eq!(
+        ask.child_text("nick", "http://jabber.org/protocol/nick")
+            .as_deref(),
+        Some("Atom Things")
+    );
+    let a = alice.recv(WAIT, |e| is_msg_from(e, &atom_jid)).await;
+    assert!(
+        body(&a).contains("Alpha") || body(&a).contains("Beta"),
+        "{a}"
+    );
+    let _ = alice.recv(WAIT, |e| is_msg_from(e, &atom_jid)).await;
+
+    // 4. `list` and `export` show both; vCard and probe show the title.
+    let list = command(&mut alice, "list").await;
+    assert!(list.contains(&site) && list.contains("Site News"), "{list}");
+    assert!(
+        list.contains(&atom_jid) && list.contains("Atom Things"),
+        "{list}"
+    );
+    let opml = command(&mut alice, "export").await;
+    assert!(opml.contains("<opml"), "{opml}");
+    assert!(
+        opml.contains(&format!("http://127.0.0.1:{port}/feed.xml")),
+        "{opml}"
+    );
+    let card = alice
+        .iq(&format!(
+            "<iq type='get' id='v1' to='{site}'><vCard xmlns='vcard-temp'/></iq>"
+        ))
+        .await;
+    assert_eq!(
+        card.child("vCard", "vcard-temp")
+            .and_then(|v| v.child_text("FN", "vcard-temp"))
+            .as_deref(),
+        Some("Site News"),
+        "{card}"
+    );
+    alice
+        .send(&format!("<presence type='probe' to='{site}'/>"))
+        .await;
+    let p = alice
+        .recv(WAIT, |e| {
+            e.name == "presence" && e.attr("from") == Some(&site) && e.attr("type").is_none()
+        })
+        .await;
+    assert!(
+        p.child_text("status", NS_CLIENT)
+            .is_some_and(|s| s.contains("Site News")),
+        "{p}"
+    );
+
+    // 5. A feed that cannot be fetched: unsubscribed, and the gateway says why.
+    let dead = TestServer::start().await;
+    let dead_port = dead.addr().port();
+    dead.shutdown().await;
+    let answer = command(
+        &mut alice,
+        &format!("subscribe http://127.0.0.1:{dead_port}/gone.xml"),
+    )
+    .await;
+    assert!(answer.contains("Subscribing"), "{answer}");
+    // (Prosody drops the `unsubscribed` that goes with it: alice never asked this contact.)
+    let dead_jid = format!("127.0.0.1-{dead_port}@{GW}");
+    let why = alice.recv(WAIT, |e| is_msg_from(e, GW)).await;
+    assert!(
+        body(&why).contains(&format!("Cannot subscribe to {dead_jid}")),
+        "{why}"
+    );
+    assert!(body(&why).contains("refused"), "the reason is given: {why}");
+
+    // 6. Unsubscribing by presence stops the feed: a later entry never arrives, and the
+    //    feed is no longer fetched while the other one still is.
+    alice
+        .send(&format!("<presence type='unsubscribe' to='{site}'/>"))
+        .await;
+    alice
+        .recv(WAIT, |e| {
+            e.name == "iq"
+                && e.child("query", "jabber:iq:roster")
+                    .and_then(|q| q.elements().next())
+                    .is_some_and(|i| {
+                        i.attr("jid") == Some(site.as_str())
+                            && i.attr("subscription") == Some("none")
+                    })
+        })
+        .await;
+    // A ping is a barrier: the unsubscribe has been handled once it is answered.
+    let r = alice
+        .iq(&format!(
+            "<iq type='get' id='pb' to='{GW}'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"));
+    let before = bed
+        .web
+        .requests()
+        .iter()
+        .filter(|r| r.target == "/feed.xml")
+        .count();
+    bed.web.route(
+        "/feed.xml",
+        Route::ok(rss("Site News", &[("5", "Fifth"), ("4", "Fourth")]))
+            .header("Content-Type", "application/rss+xml"),
+    );
+    let atom_polls = |s: &server::Stats| {
+        s.requests
+            .iter()
+            .filter(|r| r.target == "/atom.xml")
+            .count()
+    };
+    let seen = atom_polls(&bed.web.stats());
+    assert!(
+        bed.web.wait_for(WAIT, |s| atom_polls(s) >= seen + 3).await,
+        "the engine keeps polling the other feed"
+    );
+    let after = bed
+        .web
+        .requests()
+        .iter()
+        .filter(|r| r.target == "/feed.xml")
+        .count();
+    assert!(
+        after <= before + 1,
+        "an unfollowed feed is not polled ({before} → {after})"
+    );
+    assert!(
+        !alice.backlog().iter().any(|e| body(e).contains("Fifth")),
+        "nothing from an unfollowed feed"
+    );
+    alice
+        .expect_silence(Duration::from_millis(200), |e| body(e).contains("Fifth"))
+        .await;
+
+    // Metrics count the fetches.
+    let metrics = bed.ferry.metrics.render();
+    assert!(
+        metrics.contains("ferry_feed_fetches_total{outcome=\"ok\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ferry_feed_fetches_total{outcome=\"not_modified\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ferry_feed_fetches_total{outcome=\"error\"}"),
+        "{metrics}"
+    );
+}
