@@ -253,7 +253,58 @@ async fn subscribe_receive_and_unsubscribe_through_prosody() {
     );
     let _ = alice.recv(WAIT, |e| is_msg_from(e, &atom_jid)).await;
 
-    // 4. `list` and `export` show both; vCard and probe show the title.
+    // 3b. The same by ad-hoc command: the first step asks for the `url` field.
+    bed.web.route(
+        "/more.json",
+        Route::ok(r#"{"version":"https://jsonfeed.org/version/1.1","title":"Jason","items":[{"id":"j1","url":"http://example.org/j1","title":"Jay One","content_text":"hello"}]}"#)
+            .header("Content-Type", "application/feed+json"),
+    );
+    let r = alice
+        .iq(&format!("<iq type='set' id='c1' to='{GW}'><command xmlns='http://jabber.org/protocol/commands' node='subscribe' action='execute'/></iq>"))
+        .await;
+    let cmd = r
+        .child("command", "http://jabber.org/protocol/commands")
+        .unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(cmd.attr("status"), Some("executing"), "{r}");
+    let session = cmd.attr("sessionid").expect("sessionid").to_owned();
+    assert!(
+        cmd.child("x", "jabber:x:data")
+            .is_some_and(|x| x.elements().any(|f| f.attr("var") == Some("url"))),
+        "{r}"
+    );
+    let r = alice
+        .iq(&format!("<iq type='set' id='c2' to='{GW}'><command xmlns='http://jabber.org/protocol/commands' node='subscribe' sessionid='{session}' action='complete'><x xmlns='jabber:x:data' type='submit'><field var='url'><value>http://127.0.0.1:{port}/more.json</value></field></x></command></iq>"))
+        .await;
+    let cmd = r
+        .child("command", "http://jabber.org/protocol/commands")
+        .unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(cmd.attr("status"), Some("completed"), "{r}");
+    let json_jid = format!("127.0.0.1-{port}-3@{GW}");
+    let j = alice.recv(WAIT, |e| is_msg_from(e, &json_jid)).await;
+    assert!(body(&j).starts_with("Jay One"), "{j}");
+
+    // 3c. OPML import from a link (as a chat upload would give).
+    bed.web.route(
+        "/subs.opml",
+        Route::ok(format!("<?xml version='1.0'?><opml version='2.0'><body><outline text='Other' xmlUrl='http://127.0.0.1:{port}/other.xml'/></body></opml>"))
+            .header("Content-Type", "text/x-opml"),
+    );
+    bed.web.route(
+        "/other.xml",
+        Route::ok(rss("Other Feed", &[("o1", "Otto")]))
+            .header("Content-Type", "application/rss+xml"),
+    );
+    let answer = command(
+        &mut alice,
+        &format!("import http://127.0.0.1:{port}/subs.opml"),
+    )
+    .await;
+    assert!(answer.contains("Imported 1 feed(s)"), "{answer}");
+    let other_jid = format!("127.0.0.1-{port}-4@{GW}");
+    let o = alice.recv(WAIT, |e| is_msg_from(e, &other_jid)).await;
+    assert!(body(&o).starts_with("Otto"), "{o}");
+
+    // 4. `list` and `export` show them; vCard and probe show the title.
     let list = command(&mut alice, "list").await;
     assert!(list.contains(&site) && list.contains("Site News"), "{list}");
     assert!(
