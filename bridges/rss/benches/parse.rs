@@ -76,6 +76,24 @@ fn main() {
         times.push(t0.elapsed());
     }
     std::hint::black_box(sink);
+
+    // For scale: feed-rs alone on the same bytes (no fallback, no text, no keys).
+    let mut raw_times: Vec<Duration> = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let t0 = Instant::now();
+        for (_, b) in &blobs {
+            if let Ok(feed) = feed_rs::parser::parse(&b[..]) {
+                sink += feed.entries.len();
+            }
+        }
+        raw_times.push(t0.elapsed());
+    }
+    std::hint::black_box(sink);
+    raw_times.sort();
+    let raw_median = raw_times
+        .get(raw_times.len() / 2)
+        .copied()
+        .unwrap_or_default();
     let total: Duration = times.iter().sum();
     let secs = total.as_secs_f64();
     let best = times.iter().min().copied().unwrap_or_default();
@@ -92,6 +110,11 @@ fn main() {
         blobs.len(),
         entries_per_pass,
         bytes as f64 / 1e6
+    );
+    println!(
+        "feed-rs alone: median {:.1} ms per pass (ferry adds {:.0}%)",
+        raw_median.as_secs_f64() * 1000.0,
+        (median.as_secs_f64() / raw_median.as_secs_f64().max(1e-9) - 1.0) * 100.0
     );
     println!(
         "ferry: feeds={} read={} entries={} bytes={} iterations={} seconds={:.3} median_ms={:.1} feeds_per_s={:.1} entries_per_s={:.1} mb_per_s={:.2}",

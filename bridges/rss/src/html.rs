@@ -220,10 +220,10 @@ impl Writer {
                 .char_indices()
                 .nth(keep.saturating_sub(keep / 8 + 1))
                 .map_or(0, |(i, _)| i);
-            if let Some(pos) = self.out[floor..].rfind([' ', '\n']) {
-                if floor + pos > 0 {
-                    self.out.truncate(floor + pos);
-                }
+            if let Some(pos) = self.out[floor..].rfind([' ', '\n'])
+                && floor + pos > 0
+            {
+                self.out.truncate(floor + pos);
             }
             let trimmed = self.out.trim_end().len();
             self.out.truncate(trimmed);
@@ -1108,7 +1108,7 @@ mod tests {
             let max = (rng.next() % 60) as usize;
             let out = to_text(&s, max);
             assert!(
-                out.chars().count() <= max.max(0),
+                out.chars().count() <= max,
                 "round {round}: {s:?} -> {out:?}"
             );
             assert_eq!(out.trim(), out, "round {round}: {s:?}");

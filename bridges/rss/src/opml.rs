@@ -39,7 +39,7 @@ impl std::error::Error for OpmlError {}
 
 /// Reads the feeds of an OPML document, in document order.
 pub fn parse(bytes: &[u8]) -> Result<Vec<Outline>, OpmlError> {
-    let text = String::from_utf8_lossy(bytes);
+    let text = crate::parse::repair::decode(bytes);
     let text = text.trim_start_matches('\u{feff}');
     let mut reader = Reader::from_str(text);
     reader.config_mut().check_end_names = false;
@@ -76,14 +76,13 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Outline>, OpmlError> {
                     seen_opml = true;
                     continue;
                 }
-                if name.eq_ignore_ascii_case("outline") {
-                    if let Some(o) = outline(&e) {
-                        if urls.insert(o.url.clone()) {
-                            out.push(o);
-                            if out.len() >= MAX_OUTLINES {
-                                break;
-                            }
-                        }
+                if name.eq_ignore_ascii_case("outline")
+                    && let Some(o) = outline(&e)
+                    && urls.insert(o.url.clone())
+                {
+                    out.push(o);
+                    if out.len() >= MAX_OUTLINES {
+                        break;
                     }
                 }
             }
@@ -119,7 +118,8 @@ fn outline(e: &BytesStart<'_>) -> Option<Outline> {
             text = Some(value());
         }
     }
-    let url = url.filter(|u| !u.is_empty() && u.len() <= 2048)?;
+    let url =
+        url.filter(|u| !u.is_empty() && u.len() <= 2048 && !u.chars().any(char::is_control))?;
     let title = title
         .filter(|t| !t.is_empty())
         .or(text.filter(|t| !t.is_empty()))
@@ -228,6 +228,16 @@ mod tests {
         assert!(parse(b"").is_err());
         assert!(parse(b"not xml at all").is_err());
         assert_eq!(parse(b"<opml><body/></opml>"), Ok(vec![]));
+    }
+
+    #[test]
+    fn reads_a_latin1_document() {
+        let mut doc = b"<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><opml><body>".to_vec();
+        doc.extend_from_slice(
+            b"<outline title=\"Caf\xe9\" xmlUrl=\"https://x.org/\"/></body></opml>",
+        );
+        let got = parse(&doc).expect("opml");
+        assert_eq!(got[0].title.as_deref(), Some("Caf\u{e9}"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! every `Entry::body()`, and bytes → `opml::parse` → `opml::write`.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ferry_rss::opml;
 use ferry_rss::parse::{MAX_ENTRIES, MAX_KEY_BYTES, SUMMARY_CHARS, TITLE_CHARS, parse_feed};
@@ -21,7 +22,10 @@ fn feed_body(data: &[u8]) {
                     .as_ref()
                     .is_none_or(|t| t.chars().count() <= TITLE_CHARS)
             );
-            assert!(!body.chars().any(|c| c < ' ' && c != '\n'), "{body:?} {e:?}");
+            assert!(
+                !body.chars().any(|c| c < ' ' && c != '\n'),
+                "{body:?} {e:?}"
+            );
         }
     }
 }
@@ -86,6 +90,10 @@ const TOKENS: &[&[u8]] = &[
     b"}",
     b"\"items\":[",
     b"<outline xmlUrl=\"",
+    b"<author>\xc2\xabx@example.org\xc2\xbb</author>",
+    b"\xe2\x80\x99x@example.org",
+    b"<?xml version=\"1.0\" encoding=\"latin1\"?>",
+    b"<?xml version=\"1.0\"         encoding=\"windows-1252\"        standalone=\"yes\"?>",
     b"encoding=\"utf-16\"",
     b"encoding=\"shift_jis\"",
 ];
@@ -157,6 +165,14 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
 
 #[test]
 fn fuzz_bodies_hold_on_fixtures_and_mutations() {
+    // `parse_feed` catches a panic in feed-rs so that a feed cannot take ferry down; the
+    // fuzzer (whose panic hook aborts) and this test still count it as a failure.
+    static PANICS: AtomicUsize = AtomicUsize::new(0);
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::SeqCst);
+        default_hook(info);
+    }));
     let files = fixture_files();
     assert!(files.len() >= 7, "fixtures missing: {files:?}");
     let inputs: Vec<Vec<u8>> = files.iter().filter_map(|p| std::fs::read(p).ok()).collect();
@@ -199,4 +215,9 @@ fn fuzz_bodies_hold_on_fixtures_and_mutations() {
         runs += 1;
     }
     assert!(runs >= 4000);
+    assert_eq!(
+        PANICS.load(Ordering::SeqCst),
+        0,
+        "a parser panicked (see above)"
+    );
 }

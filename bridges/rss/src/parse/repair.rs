@@ -26,39 +26,58 @@ use crate::html::{named_entity, numeric_char};
 
 /// Elements deeper than this are dropped.
 const MAX_DEPTH: usize = 256;
+/// Attributes of one tag past this many are dropped.
+const MAX_ATTRIBUTES: usize = 64;
 
 /// The repaired document, as UTF-8 XML text.
 pub(super) fn repair(bytes: &[u8]) -> String {
     let text = decode(bytes);
     let text = text.trim_start_matches(['\u{feff}', ' ', '\t', '\r', '\n']);
     if text.starts_with(['{', '[']) {
-        // JSON Feed: only the encoding could be wrong.
-        return text.to_owned();
+        // JSON Feed: the encoding could be wrong, and the authors (see `email_hazard`)
+        // are not needed.
+        return match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(mut v) => {
+                drop_authors(&mut v);
+                if let Some(items) = v.get_mut("items").and_then(|i| i.as_array_mut()) {
+                    items.iter_mut().for_each(drop_authors);
+                }
+                v.to_string()
+            }
+            Err(_) => text.to_owned(),
+        };
     }
     Repair::new(text).run()
 }
 
+fn drop_authors(v: &mut serde_json::Value) {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("author");
+        o.remove("authors");
+    }
+}
+
 /// The document as text: in its declared encoding when the bytes fit it, else UTF-8
 /// with windows-1252 for the bytes that are not UTF-8.
-fn decode(bytes: &[u8]) -> Cow<'_, str> {
+pub(crate) fn decode(bytes: &[u8]) -> Cow<'_, str> {
     if let Some((enc, bom)) = Encoding::for_bom(bytes) {
         return enc.decode_without_bom_handling(&bytes[bom..]).0;
     }
     match bytes {
-        [b'<', 0, b'?', 0, ..] => {
+        [b'<', 0, ..] => {
             return encoding_rs::UTF_16LE.decode_without_bom_handling(bytes).0;
         }
-        [0, b'<', 0, b'?', ..] => {
+        [0, b'<', ..] => {
             return encoding_rs::UTF_16BE.decode_without_bom_handling(bytes).0;
         }
         _ => {}
     }
-    if let Some(enc) = declared_encoding(bytes).and_then(|l| Encoding::for_label(l.as_bytes())) {
-        if enc != encoding_rs::UTF_8 && enc.is_ascii_compatible() {
-            if let Some(s) = enc.decode_without_bom_handling_and_without_replacement(bytes) {
-                return s;
-            }
-        }
+    if let Some(enc) = declared_encoding(bytes).and_then(|l| Encoding::for_label(l.as_bytes()))
+        && enc != encoding_rs::UTF_8
+        && enc.is_ascii_compatible()
+        && let Some(s) = enc.decode_without_bom_handling_and_without_replacement(bytes)
+    {
+        return s;
     }
     if let Ok(s) = std::str::from_utf8(bytes) {
         return Cow::Borrowed(s);
@@ -73,12 +92,189 @@ fn decode(bytes: &[u8]) -> Cow<'_, str> {
     Cow::Owned(s)
 }
 
-/// The `encoding` of the XML declaration at the start of the document.
+/// How a document goes to feed-rs for a first try.
+pub(super) enum Prepared {
+    /// As it is.
+    AsIs,
+    /// Transcoded to UTF-8, without its XML declaration.
+    Utf8(String),
+    /// Only the repaired copy is safe to read.
+    Repair,
+}
+
+/// Keeps feed-rs's XML reader (quick-xml 0.42) away from what makes it panic: an XML
+/// declaration that switches the encoding after the first 64 bytes were decoded (one
+/// that starts late, is long, or comes a second time). A document that declares an
+/// encoding other than UTF-8, or is UTF-16, is transcoded here instead; one with two
+/// declarations is only read repaired.
+pub(super) fn prepare(bytes: &[u8]) -> Prepared {
+    let mut decls = memchr::memmem::find_iter(bytes, b"<?xml").filter(|&p| is_decl(bytes, p));
+    let first = decls.next();
+    if decls.next().is_some() {
+        return Prepared::Repair;
+    }
+    let utf16 = Encoding::for_bom(bytes).is_some_and(|(e, _)| e != encoding_rs::UTF_8)
+        || matches!(bytes, [b'<', 0, ..] | [0, b'<', ..]);
+    let other_encoding = first
+        .and_then(|at| encoding_label(&bytes[at..]))
+        .and_then(|l| Encoding::for_label(l.as_bytes()))
+        .is_some_and(|enc| enc != encoding_rs::UTF_8);
+    if utf16 || other_encoding {
+        let text = transcode(bytes);
+        if email_hazard(text.as_bytes()) {
+            return Prepared::Repair;
+        }
+        return Prepared::Utf8(text);
+    }
+    if email_hazard(bytes) {
+        return Prepared::Repair;
+    }
+    Prepared::AsIs
+}
+
+/// Whether the document may have an e-mail address right beside a non-ASCII character
+/// (or a reference to one): feed-rs 3.0 slices author texts such as `«x@example.org»`
+/// inside a character and panics. Such a document is read repaired, without its author
+/// elements (ferry does not use them). It errs on the safe side: the address may be in
+/// any element, and an `@` written as a reference counts as a hazard.
+fn email_hazard(doc: &[u8]) -> bool {
+    fn local(c: u8) -> bool {
+        c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-')
+    }
+    fn domain(c: u8) -> bool {
+        c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-')
+    }
+    /// A numeric reference (`&#8217;`, `&#xAB;`) to a non-ASCII character at `b`.
+    fn non_ascii_ref(b: &[u8]) -> bool {
+        let Some(rest) = b.strip_prefix(b"&#") else {
+            return false;
+        };
+        let (digits, radix) = match rest.first() {
+            Some(b'x' | b'X') => (&rest[1..], 16),
+            _ => (rest, 10),
+        };
+        let end = digits
+            .iter()
+            .position(|c| !c.is_ascii_hexdigit())
+            .unwrap_or(digits.len())
+            .min(8);
+        std::str::from_utf8(&digits[..end])
+            .ok()
+            .and_then(|d| u32::from_str_radix(d, radix).ok())
+            .is_some_and(|v| v >= 0x80)
+    }
+    if memchr::memmem::find(doc, b"&#64;").is_some()
+        || memchr::memmem::find(doc, b"&#x40;").is_some()
+        || memchr::memmem::find(doc, b"\\u0040").is_some()
+    {
+        return true;
+    }
+    memchr::memchr_iter(b'@', doc).any(|at| {
+        let mut l = at;
+        while l > 0 && local(doc[l - 1]) {
+            l -= 1;
+        }
+        let mut r = at + 1;
+        while r < doc.len() && domain(doc[r]) {
+            r += 1;
+        }
+        let dom = &doc[at + 1..r];
+        let has_tld = dom.iter().enumerate().any(|(i, &c)| {
+            c == b'.'
+                && dom[i + 1..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphabetic())
+                    .count()
+                    >= 2
+        });
+        if l == at || !has_tld {
+            return false; // not an address the author regex would find
+        }
+        // Optional delimiters around the address in feed-rs's regex.
+        if doc[..l].ends_with(b"mailto:") {
+            l -= 7;
+        }
+        if doc[..l].ends_with(b"<[(") {
+            l -= 3;
+        }
+        if doc[r..].starts_with(b">])") {
+            r += 3;
+        }
+        let before = match l.checked_sub(1).map(|i| doc[i]) {
+            Some(c) if c >= 0x80 || c == b'\\' => true,
+            Some(b';') => {
+                let from = l.saturating_sub(12);
+                memchr::memrchr(b'&', &doc[from..l])
+                    .is_some_and(|p| non_ascii_ref(&doc[from + p..l]))
+            }
+            _ => false,
+        };
+        let after = match doc.get(r) {
+            Some(&c) if c >= 0x80 || c == b'\\' => true,
+            Some(b'&') => non_ascii_ref(&doc[r..]),
+            _ => false,
+        };
+        (before || after) && in_person_text(doc, at)
+    })
+}
+
+/// Whether the text at `at` is (or may be) the text of an element feed-rs reads as a
+/// person: in XML, the nearest start tag before it is one; JSON is not looked into.
+fn in_person_text(doc: &[u8], at: usize) -> bool {
+    if doc.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'{') {
+        return true;
+    }
+    let mut end = at;
+    while let Some(lt) = memchr::memrchr(b'<', &doc[..end]) {
+        let tag = &doc[lt + 1..];
+        if tag.starts_with(b"![CDATA[") {
+            end = lt;
+            continue;
+        }
+        let name_end = tag
+            .iter()
+            .position(|&c| c.is_ascii_whitespace() || matches!(c, b'>' | b'/'))
+            .unwrap_or(tag.len());
+        let name = &tag[..name_end];
+        let local = name.rsplit(|&c| c == b':').next().unwrap_or(name);
+        return local == b"name" || PERSONS.iter().any(|p| p.as_bytes() == local);
+    }
+    false
+}
+
+/// Whether `<?xml` at `p` starts an XML declaration (not `<?xml-stylesheet`).
+fn is_decl(b: &[u8], p: usize) -> bool {
+    matches!(b.get(p + 5), Some(b' ' | b'\t' | b'\r' | b'\n' | b'?'))
+}
+
+/// The document as UTF-8 text declared so, without any other XML declaration.
+fn transcode(bytes: &[u8]) -> String {
+    let text = decode(bytes);
+    let mut out = String::with_capacity(text.len() + 40);
+    out.push_str("<?xml version=\"1.0\" encoding=\"utf-8\"?>");
+    let b = text.as_bytes();
+    let mut run = 0;
+    for p in memchr::memmem::find_iter(b, b"<?xml") {
+        if p < run || !is_decl(b, p) {
+            continue;
+        }
+        out.push_str(&text[run..p]);
+        run = find(b, p, b"?>").map_or(b.len(), |e| e + 2);
+    }
+    out.push_str(&text[run..]);
+    out
+}
+
+/// The `encoding` of the document's (first) XML declaration.
 fn declared_encoding(bytes: &[u8]) -> Option<String> {
-    let head = &bytes[..bytes.len().min(512)];
-    let start = memchr::memmem::find(head, b"<?xml")?;
-    let end = memchr::memmem::find(&head[start..], b"?>")? + start;
-    let decl = &head[start..end];
+    let at = memchr::memmem::find_iter(bytes, b"<?xml").find(|&p| is_decl(bytes, p))?;
+    encoding_label(&bytes[at..])
+}
+
+/// The `encoding` of the XML declaration that `decl` starts with.
+fn encoding_label(decl: &[u8]) -> Option<String> {
+    let end = memchr::memmem::find(&decl[..decl.len().min(1024)], b"?>")?;
+    let decl = &decl[..end];
     let at = memchr::memmem::find(decl, b"encoding")? + 8;
     let rest = &decl[at..];
     let q = rest.iter().position(|&c| c == b'"' || c == b'\'')?;
@@ -101,6 +297,10 @@ struct Repair<'a> {
     atom03: bool,
     /// Content elements whose end tag could not be found (no more look-ahead for them).
     no_wrap: Vec<&'a str>,
+    /// The last end tag found for a content element: (name, where it starts, where the
+    /// text after it starts). A later search from before it finds it again, so it is
+    /// reused: the look-ahead stays linear however many start tags share one end tag.
+    last_close: Vec<(&'a str, usize, usize)>,
 }
 
 /// Elements whose inner markup is HTML for the summary.
@@ -111,6 +311,9 @@ const WRAPPED: &[&str] = &[
     "content",
     "body",
 ];
+
+/// Elements about people (by local name), whose text feed-rs may choke on.
+const PERSONS: &[&str] = &["author", "managingEditor", "webMaster", "creator", "owner"];
 
 /// HTML elements that have no end tag.
 const VOID: &[&str] = &[
@@ -128,6 +331,7 @@ impl<'a> Repair<'a> {
             done: false,
             atom03: false,
             no_wrap: Vec::new(),
+            last_close: Vec::new(),
         }
     }
 
@@ -353,6 +557,16 @@ impl<'a> Repair<'a> {
         if self.stack.len() >= MAX_DEPTH {
             return after;
         }
+        if !self_closing && PERSONS.contains(&local) && !self.stack.is_empty() {
+            // Author elements are dropped with their content (see `email_hazard`).
+            let close = format!("</{name}");
+            if let Some(p) = find(b, after, close.as_bytes()) {
+                return b[p..]
+                    .iter()
+                    .position(|&c| c == b'>')
+                    .map_or(b.len(), |q| p + q + 1);
+            }
+        }
         let is_void = !name.contains(':') && VOID.iter().any(|v| v.eq_ignore_ascii_case(name));
         let attrs = self.attributes(attrs_text, self.stack.is_empty() && local == "rss");
         if self_closing || is_void {
@@ -362,10 +576,11 @@ impl<'a> Repair<'a> {
             self.out.push_str("/>");
             return after;
         }
-        if WRAPPED.contains(&name) && !self.no_wrap.contains(&name) {
-            if let Some(next) = self.wrap(name, &attrs, after) {
-                return next;
-            }
+        if WRAPPED.contains(&name)
+            && !self.no_wrap.contains(&name)
+            && let Some(next) = self.wrap(name, &attrs, after)
+        {
+            return next;
         }
         self.out.push('<');
         self.out.push_str(rename(self.atom03, name));
@@ -380,17 +595,25 @@ impl<'a> Repair<'a> {
     fn wrap(&mut self, name: &'a str, attrs: &str, inner_start: usize) -> Option<usize> {
         let s = self.s;
         let b = s.as_bytes();
-        let mut close = None;
-        let mut from = inner_start;
+        let mut close = self
+            .last_close
+            .iter()
+            .find(|(n, at, _)| *n == name && *at >= inner_start)
+            .map(|&(_, at, after)| (at, after));
+        let mut from = if close.is_some() {
+            b.len()
+        } else {
+            inner_start
+        };
         while let Some(p) = find(b, from, b"</") {
             let at = p + 2;
             if b[at..].starts_with(name.as_bytes()) {
                 let e = at + name.len();
-                if let Some(t) = b[e..].iter().position(|c| !c.is_ascii_whitespace()) {
-                    if b[e + t] == b'>' {
-                        close = Some((p, e + t + 1));
-                        break;
-                    }
+                if let Some(t) = b[e..].iter().position(|c| !c.is_ascii_whitespace())
+                    && b[e + t] == b'>'
+                {
+                    close = Some((p, e + t + 1));
+                    break;
                 }
             }
             from = at;
@@ -399,6 +622,10 @@ impl<'a> Repair<'a> {
             self.no_wrap.push(name);
             return None;
         };
+        match self.last_close.iter_mut().find(|(n, _, _)| *n == name) {
+            Some(slot) => *slot = (name, inner_end, after),
+            None => self.last_close.push((name, inner_end, after)),
+        }
         let inner = &s[inner_start..inner_end];
         if inner.trim().is_empty() {
             return Some(after); // feed-rs refuses empty Atom text constructs
@@ -490,7 +717,7 @@ impl<'a> Repair<'a> {
             let valid_name = name.bytes().all(|c| {
                 c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b':' | b'.') || c >= 0x80
             }) && !name.as_bytes()[0].is_ascii_digit();
-            if !valid_name || seen.contains(&name) {
+            if !valid_name || seen.contains(&name) || seen.len() >= MAX_ATTRIBUTES {
                 continue;
             }
             seen.push(name);
@@ -672,6 +899,67 @@ mod tests {
     }
 
     #[test]
+    fn prepare_keeps_feed_rs_off_late_encoding_switches() {
+        let item = "<rss version=\"2.0\"><channel><title>x</title></channel></rss>";
+        assert!(matches!(prepare(item.as_bytes()), Prepared::AsIs));
+        let utf8 = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>{item}");
+        assert!(matches!(prepare(utf8.as_bytes()), Prepared::AsIs));
+        let styled = format!("<?xml version=\"1.0\"?><?xml-stylesheet href=\"s.xsl\"?>{item}");
+        assert!(matches!(prepare(styled.as_bytes()), Prepared::AsIs));
+        let latin = format!("\n\n<?xml version=\"1.0\"   encoding=\"ISO-8859-1\"  ?>{item}");
+        match prepare(latin.as_bytes()) {
+            Prepared::Utf8(t) => {
+                assert_eq!(
+                    t,
+                    format!("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n\n{item}")
+                );
+            }
+            _ => panic!("a latin-1 document is transcoded"),
+        }
+        let twice =
+            format!("<?xml version=\"1.0\"?>{item}<?xml version=\"1.0\" encoding=\"latin1\"?>");
+        assert!(matches!(prepare(twice.as_bytes()), Prepared::Repair));
+        let utf16: Vec<u8> = item.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        assert!(matches!(prepare(&utf16), Prepared::Utf8(t) if t.ends_with("</rss>")));
+    }
+
+    #[test]
+    fn spots_email_addresses_beside_non_ascii_text() {
+        assert!(!email_hazard(b"<author>x@example.org (X)</author>"));
+        // Beside non-ASCII text, but not in an element about a person.
+        assert!(!email_hazard(
+            "<description>«x@example.org»</description>".as_bytes()
+        ));
+        assert!(email_hazard(
+            "<dc:creator><![CDATA[«x@example.org»]]></dc:creator>".as_bytes()
+        ));
+        assert!(!email_hazard(
+            "<author>Jörg x@example.org</author>".as_bytes()
+        ));
+        assert!(email_hazard(
+            "<author>Jörg «x@example.org»</author>".as_bytes()
+        ));
+        assert!(email_hazard("<author>x@example.org’s</author>".as_bytes()));
+        assert!(email_hazard(b"<author>&#8217;x@example.org</author>"));
+        assert!(email_hazard(
+            br#"{"author": {"name": "\u00abx@example.org"}}"#
+        ));
+        assert!(!email_hazard(b"<p>&lt;code&gt;@extractor = x.org</p>"));
+        assert!(!email_hazard(b"<author>&gt;x@example.org&lt;</author>"));
+        assert!(email_hazard(b"<author>x@example.org&#xbb;</author>"));
+        assert!(email_hazard(
+            "<author>«mailto:x@example.org»</author>".as_bytes()
+        ));
+        assert!(email_hazard("<p>«x&#64;example.org»</p>".as_bytes()));
+        assert!(!email_hazard(
+            "<author>é @handle, a@b, «nobody@localhost»</author>".as_bytes()
+        ));
+        let out = repair("<rss><channel><item><author>Jörg «x@y.org»</author><title>t</title><dc:creator>z</dc:creator></item></channel></rss>".as_bytes());
+        assert!(!out.contains("author") && !out.contains("creator"), "{out}");
+        assert!(out.contains("<title>t</title>"), "{out}");
+    }
+
+    #[test]
     fn drops_doctype_and_fixes_references() {
         let out = repair(
             b"<!DOCTYPE rss PUBLIC \"-//Netscape Communications//DTD RSS 0.91//EN\" \"x.dtd\" [<!ENTITY boom \"bang\">]>\
@@ -717,6 +1005,22 @@ mod tests {
             out.contains("<link href=\"a&amp;b\" x=\"1\" y=\"q&quot;&lt;\">t</link>"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn many_content_tags_sharing_one_end_tag_stay_linear() {
+        // Each <description> is closed by its item's end tag; the one </description> is
+        // at the very end, so every look-ahead for it would cross the whole document.
+        let mut doc = String::from("<rss><channel>");
+        for _ in 0..50_000 {
+            doc.push_str("<item><description><![CDATA[x]]></item>");
+        }
+        doc.push_str("</description></channel></rss>");
+        let started = std::time::Instant::now();
+        let out = repair(doc.as_bytes());
+        assert!(out.ends_with("</rss>"), "{}", &out[out.len() - 40..]);
+        // Quadratic look-ahead would take minutes here.
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
     }
 
     #[test]
