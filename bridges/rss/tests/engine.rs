@@ -31,6 +31,8 @@ struct MemorySource {
     answers: Mutex<HashMap<String, Answer>>,
     /// (url, tokio instant) of every fetch.
     log: Mutex<Vec<(String, tokio::time::Instant)>>,
+    /// Signalled on every fetch.
+    fetched: tokio::sync::Notify,
 }
 
 impl MemorySource {
@@ -46,6 +48,34 @@ impl MemorySource {
             .map(|(_, t)| *t)
             .collect()
     }
+
+    /// Waits (on the virtual clock, at most `within`) until `url` has been fetched `n`
+    /// times; the instants of its fetches.
+    async fn wait_fetches(
+        &self,
+        url: &str,
+        n: usize,
+        within: Duration,
+    ) -> Vec<tokio::time::Instant> {
+        let wait = async {
+            loop {
+                let notified = self.fetched.notified();
+                let got = self.fetches(url);
+                if got.len() >= n {
+                    return got;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(within, wait)
+            .await
+            .unwrap_or_else(|_| panic!("{url} not fetched {n} times within {within:?}"))
+    }
+}
+
+/// Minutes between consecutive instants.
+fn gaps(times: &[tokio::time::Instant]) -> Vec<Duration> {
+    times.windows(2).map(|w| w[1] - w[0]).collect()
 }
 
 #[async_trait]
@@ -55,6 +85,7 @@ impl Source for MemorySource {
             .lock()
             .expect("lock")
             .push((url.to_owned(), tokio::time::Instant::now()));
+        self.fetched.notify_waiters();
         let answer = self.answers.lock().expect("lock").get(url).cloned();
         match answer {
             Some(Answer::Feed(body)) => Ok(FetchOutcome::Fetched {
@@ -152,16 +183,12 @@ fn rig(s: Settings) -> Rig {
 }
 
 impl Rig {
+    /// The next event, waiting at most a virtual day.
     async fn next(&mut self) -> (AccountId, RemoteEvent) {
         tokio::time::timeout(Duration::from_secs(24 * 3600), self.events.recv())
             .await
             .expect("an event within a virtual day")
             .expect("engine alive")
-    }
-
-    /// Lets `d` of virtual time pass (the paused clock jumps; nothing really waits).
-    async fn pass(&self, d: Duration) {
-        tokio::time::sleep(d).await;
     }
 
     fn drain(&mut self) -> Vec<(AccountId, RemoteEvent)> {
@@ -224,18 +251,13 @@ async fn a_new_subscriber_gets_the_newest_entries_then_polls_are_polite() {
         "{b:?}"
     );
 
-    // Ten virtual hours: one fetch an hour (±10 % jitter), not more.
-    r.pass(MIN * 600).await;
-    let n = r.source.fetches(FEED).len();
-    assert!(
-        (10..=12).contains(&n),
-        "{n} fetches in 10 h at a 60 min interval"
-    );
-    let times = r.source.fetches(FEED);
-    for w in times.windows(2) {
-        let gap = w[1] - w[0];
+    // Ten more fetches, each an hour (±10 % jitter) after the one before.
+    let times = r.source.wait_fetches(FEED, 11, MIN * 60 * 12).await;
+    for gap in gaps(&times) {
         assert!(gap >= MIN * 54 && gap <= MIN * 66, "gap {gap:?}");
     }
+    // One more: by then the tenth poll has been handled, and nothing new was sent.
+    r.source.wait_fetches(FEED, 12, MIN * 70).await;
     assert!(r.drain().is_empty(), "nothing new, nothing sent");
     r.stop().await;
 }
@@ -247,10 +269,13 @@ async fn a_feed_ttl_lengthens_the_interval() {
         .set(FEED, Answer::Feed(rss(&[("a", "A")], Some(180))));
     r.engine.follow(AccountId(1), FEED).await.expect("follow");
     r.next().await;
-    r.pass(MIN * 600).await;
-    let n = r.source.fetches(FEED).len();
-    // First fetch, then every 3 h: 10 h → 4 fetches (jitter may make it 3 or 5).
-    assert!((3..=5).contains(&n), "{n} fetches in 10 h with a 3 h TTL");
+    let times = r.source.wait_fetches(FEED, 4, MIN * 60 * 12).await;
+    for gap in gaps(&times) {
+        assert!(
+            gap >= MIN * 162 && gap <= MIN * 198,
+            "gap {gap:?} with a 3 h TTL"
+        );
+    }
     r.stop().await;
 }
 
@@ -260,17 +285,12 @@ async fn retry_after_and_errors_slow_polling_down() {
     r.source.set(FEED, Answer::Feed(rss(&[("a", "A")], None)));
     r.engine.follow(AccountId(1), FEED).await.expect("follow");
     r.next().await;
-    // 429 with two hours: the next fetch waits for them.
+    // 429 with two hours: the fetch after it waits for them (±10 % jitter).
     r.source.set(FEED, Answer::Status(429, Some(MIN * 120)));
-    r.pass(MIN * 12).await;
-    let after_429 = r.source.fetches(FEED).len();
-    assert_eq!(after_429, 2, "the 429 fetch happened");
-    r.pass(MIN * 100).await;
-    assert_eq!(
-        r.source.fetches(FEED).len(),
-        after_429,
-        "Retry-After honoured"
-    );
+    r.source.wait_fetches(FEED, 2, MIN * 12).await;
+    r.source.set(FEED, Answer::Status(500, None));
+    let times = r.source.wait_fetches(FEED, 3, MIN * 140).await;
+    assert!(times[2] - times[1] >= MIN * 108, "Retry-After honoured");
     // The contact shows the failure.
     let ev = r.drain();
     assert!(
@@ -279,23 +299,22 @@ async fn retry_after_and_errors_slow_polling_down() {
         ),
         "{ev:?}"
     );
-    // 500s back off: 5, 10, 20, 40, 80 min … far fewer fetches than one per 10 min.
-    r.source.set(FEED, Answer::Status(500, None));
-    r.pass(MIN * 30).await;
-    let start = r.source.fetches(FEED).len();
-    r.pass(MIN * 600).await;
-    let errors = r.source.fetches(FEED).len() - start;
-    assert!(errors <= 7, "{errors} fetches of a failing feed in 10 h");
-    assert!(errors >= 2, "it is still tried");
+    // 500s back off: 10, 20, 40 min … each wait about twice the one before.
+    let times = r.source.wait_fetches(FEED, 6, MIN * 60 * 3).await;
+    let g = gaps(&times[2..]);
+    assert!(g[0] >= MIN * 9 && g[0] <= MIN * 11, "{g:?}");
+    for w in g.windows(2) {
+        assert!(w[1] >= w[0].mul_f64(1.5), "backing off: {g:?}");
+    }
     // Recovery is announced.
     r.source.set(FEED, Answer::Feed(rss(&[("a", "A")], None)));
-    r.pass(MIN * 60 * 7).await;
-    let ev = r.drain();
-    assert!(
-        ev.iter()
-            .any(|(_, e)| matches!(e, RemoteEvent::ContactStatus { state, .. } if state.available)),
-        "{ev:?}"
-    );
+    loop {
+        if let (_, RemoteEvent::ContactStatus { state, .. }) = r.next().await
+            && state.available
+        {
+            break;
+        }
+    }
     r.stop().await;
 }
 
@@ -324,16 +343,18 @@ async fn new_entries_arrive_once_for_every_subscriber() {
         FEED,
         Answer::Feed(rss(&[("g2", "Two"), ("g1-rotated", "One")], None)),
     );
-    r.pass(MIN * 12).await;
-    let ev = r.drain();
+    let mut ev = Vec::new();
+    for _ in 0..3 {
+        ev.push(r.next().await);
+    }
     let b = bodies(&ev);
     assert_eq!(b.len(), 3, "one message per subscriber: {b:?}");
     assert!(b.iter().all(|x| x.starts_with("Two")), "{b:?}");
     let mut accounts: Vec<i64> = ev.iter().map(|(a, _)| a.0).collect();
     accounts.sort();
     assert_eq!(accounts, vec![1, 2, 3]);
-    // And again: nothing new, nothing sent.
-    r.pass(MIN * 30).await;
+    // Two more polls (the first fully handled once the second starts): nothing new.
+    r.source.wait_fetches(FEED, 4, MIN * 30).await;
     assert!(bodies(&r.drain()).is_empty());
     r.stop().await;
 }
@@ -354,12 +375,12 @@ async fn a_feed_that_never_worked_is_refused() {
         r.store.subscribers(FEED).await.expect("subs").is_empty(),
         "the refused subscription is gone"
     );
-    r.pass(MIN * 120).await;
-    assert_eq!(
-        r.source.fetches(FEED).len(),
-        1,
-        "nobody follows it: not polled"
-    );
+    // Another feed is polled three times meanwhile; nobody follows the refused one.
+    let other = "https://feeds.example/other";
+    r.source.set(other, Answer::Feed(rss(&[("o", "O")], None)));
+    r.engine.follow(AccountId(7), other).await.expect("follow");
+    r.source.wait_fetches(other, 3, MIN * 60).await;
+    assert_eq!(r.source.fetches(FEED).len(), 1, "not polled");
     r.stop().await;
 }
 
@@ -369,15 +390,12 @@ async fn a_restart_keeps_the_schedule() {
     r.source.set(FEED, Answer::Feed(rss(&[("a", "A")], None)));
     r.engine.follow(AccountId(1), FEED).await.expect("follow");
     r.next().await;
-    r.pass(MIN * 10).await;
     let (store, source) = r.stop().await;
     assert_eq!(source.fetches(FEED).len(), 1);
-    // A new engine on the same store waits for the stored next fetch time.
+    // A new engine on the same store waits for the stored next fetch time (54–66 min).
+    let restarted = tokio::time::Instant::now();
     let r = rig_on(store, source, settings(60, 5));
-    r.pass(MIN * 30).await;
-    assert_eq!(r.source.fetches(FEED).len(), 1, "no refetch at start");
-    // Due 54–66 min after the first fetch, which was 10 min before the restart.
-    r.pass(MIN * 45).await;
-    assert_eq!(r.source.fetches(FEED).len(), 2, "fetched when due");
+    let times = r.source.wait_fetches(FEED, 2, MIN * 70).await;
+    assert!(times[1] - restarted >= MIN * 50, "no refetch at start");
     r.stop().await;
 }

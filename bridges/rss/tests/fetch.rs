@@ -621,7 +621,7 @@ async fn slow_drip_is_cut_off_by_the_total_timeout() {
 #[tokio::test]
 async fn slow_headers_are_cut_off_too() {
     let server = TestServer::start().await;
-    server.route("/late", Route::ok(RSS).delay(Duration::from_secs(30)));
+    server.route("/late", Route::ok(RSS).held());
     let fetcher = Fetcher::new(FetchPolicy {
         timeout: Duration::from_millis(500),
         ..policy_for(&server)
@@ -640,13 +640,31 @@ async fn slow_headers_are_cut_off_too() {
 #[tokio::test]
 async fn at_most_two_fetches_per_host_at_once() {
     let server = TestServer::start().await;
-    server.fallback(Route::ok(RSS).delay(Duration::from_millis(250)));
+    server.fallback(Route::ok(RSS).held());
     let fetcher = fetcher_for(&server);
     assert_eq!(fetcher.policy().per_host, 2);
-    let urls: Vec<String> = (0..6).map(|i| server.url(&format!("/f{i}"))).collect();
-    let validators = none();
-    let results =
-        futures_util::future::join_all(urls.iter().map(|u| fetcher.fetch(u, &validators))).await;
+    let all = tokio::spawn({
+        let fetcher = fetcher.clone();
+        let urls: Vec<String> = (0..6).map(|i| server.url(&format!("/f{i}"))).collect();
+        async move {
+            let validators = none();
+            futures_util::future::join_all(urls.iter().map(|u| fetcher.fetch(u, &validators))).await
+        }
+    });
+    // Answers are held: two requests arrive, and each answer lets exactly one more in.
+    assert!(server.wait_for(WAIT, |s| s.in_flight == 2).await);
+    for arrived in 3..=6 {
+        server.release(1);
+        assert!(
+            server
+                .wait_for(WAIT, |s| s.requests.len() == arrived && s.in_flight == 2)
+                .await,
+            "{:?}",
+            server.stats()
+        );
+    }
+    server.release(2);
+    let results = all.await.expect("fetch task");
     for result in results {
         let (body, _, _, _) = fetched(result.expect("every fetch succeeds"));
         assert_eq!(body, RSS.as_bytes());
@@ -659,7 +677,7 @@ async fn at_most_two_fetches_per_host_at_once() {
 #[tokio::test]
 async fn per_host_limit_is_shared_by_clones_and_separate_per_host() {
     let a = TestServer::start().await;
-    a.fallback(Route::ok(RSS).delay(Duration::from_millis(800)));
+    a.fallback(Route::ok(RSS).held());
     let b = TestServer::bind("127.0.0.2:0")
         .await
         .expect("bind 127.0.0.2");
@@ -691,6 +709,7 @@ async fn per_host_limit_is_shared_by_clones_and_separate_per_host() {
     assert_eq!(busy.in_flight, 1, "the first fetch is still running");
     assert_eq!(busy.targets(), ["/one"]);
 
+    a.release(2);
     for task in [first, second] {
         task.await.expect("task").expect("fetch");
     }

@@ -1,6 +1,6 @@
 //! A small HTTP/1.1 server for tests, on a tokio `TcpListener`: it serves configurable
 //! routes (fixed answers, redirects, precompressed bodies, long streamed bodies, a slow
-//! drip, delays, ETag/Last-Modified aware 304s) and records what it saw — every request
+//! drip, responses held until the test releases them, ETag/Last-Modified aware 304s) and records what it saw — every request
 //! (method, target, headers), connections opened and closed, requests in flight and their
 //! maximum, body bytes written — so tests can assert on it and wait for it with a deadline.
 //! It stops when dropped (or, deterministically, with [`TestServer::shutdown`]).
@@ -55,7 +55,7 @@ pub struct Route {
     pub headers: Vec<(String, String)>,
     pub body: Body,
     /// Waited before answering (while the request counts as in flight).
-    pub delay: Duration,
+    pub held: bool,
     /// Answer 304 when `If-None-Match` equals this route's `ETag` or `If-Modified-Since`
     /// equals its `Last-Modified`, byte for byte.
     pub conditional: bool,
@@ -68,7 +68,7 @@ impl Route {
             status: 200,
             headers: Vec::new(),
             body: Body::Bytes(body.into()),
-            delay: Duration::ZERO,
+            held: false,
             conditional: false,
         }
     }
@@ -99,8 +99,10 @@ impl Route {
         self
     }
 
-    pub fn delay(mut self, delay: Duration) -> Route {
-        self.delay = delay;
+    /// Holds each answer (the request counts as in flight) until the test lets it go
+    /// with [`TestServer::release`]; never released, it never answers.
+    pub fn held(mut self) -> Route {
+        self.held = true;
         self
     }
 
@@ -141,6 +143,8 @@ struct State {
     fallback: Mutex<Route>,
     stats: Mutex<Stats>,
     changed: watch::Sender<u64>,
+    /// Permits for held answers; the test adds them.
+    gate: tokio::sync::Semaphore,
 }
 
 impl State {
@@ -203,9 +207,15 @@ impl TestServer {
             fallback: Mutex::new(Route::status(404)),
             stats: Mutex::new(Stats::default()),
             changed,
+            gate: tokio::sync::Semaphore::new(0),
         });
         let task = tokio::spawn(accept_loop(listener, state.clone()));
         Ok(TestServer { addr, state, task })
+    }
+
+    /// Lets `n` held answers go (see [`Route::held`]).
+    pub fn release(&self, n: usize) {
+        self.state.gate.add_permits(n);
     }
 
     /// Stops the server and waits until its listener is closed.
@@ -316,8 +326,11 @@ async fn serve(stream: TcpStream, state: &State) {
             s.max_in_flight = s.max_in_flight.max(s.in_flight);
         });
         let _in_flight = InFlight(state);
-        if !route.delay.is_zero() {
-            tokio::time::sleep(route.delay).await;
+        if route.held {
+            match state.gate.acquire().await {
+                Ok(permit) => permit.forget(),
+                Err(_) => return,
+            }
         }
         if respond(stream.get_mut(), &route, &request, state)
             .await
@@ -420,13 +433,16 @@ async fn respond(
                 out.write_all(b"0\r\n\r\n").await?;
             }
         }
-        Body::Drip { every } => loop {
-            out.write_all(b"1\r\nx\r\n").await?;
-            out.flush().await?;
-            state.update(|s| s.body_bytes_sent += 1);
-            // Pacing the drip, not waiting for an event.
-            tokio::time::sleep(*every).await;
-        },
+        Body::Drip { every } => {
+            // The drip's pace: one byte per tick.
+            let mut ticks = tokio::time::interval(*every);
+            loop {
+                ticks.tick().await;
+                out.write_all(b"1\r\nx\r\n").await?;
+                out.flush().await?;
+                state.update(|s| s.body_bytes_sent += 1);
+            }
+        }
     }
     out.flush().await
 }
