@@ -342,6 +342,9 @@ impl FeedStore for TimedStore {
         let call = FeedStore::set_delivery(&self.inner, account, headline);
         self.timed("set_delivery", call).await
     }
+    async fn prune(&self) -> Result<u64, BridgeError> {
+        self.timed("prune", FeedStore::prune(&self.inner)).await
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -86,6 +86,25 @@ pub fn contact_presence(contact: &str, user: &str, state: Option<&ContactState>)
     p
 }
 
+/// Records (or finds) the identity for an address `bridge` has read, with its escaped
+/// localpart; shared by the gateway and the commands that run without one.
+pub async fn record_identity(
+    store: &Store,
+    bridge: &dyn Bridge,
+    parsed: &ParsedAddress,
+) -> Result<Identity, crate::store::StoreError> {
+    let local = jid::escape_node(&parsed.localpart);
+    store
+        .ensure_identity(
+            bridge.kind(),
+            parsed.id.as_str(),
+            &local,
+            Some(parsed.display.as_str()),
+            bridge.localparts_are_derived(),
+        )
+        .await
+}
+
 /// In-memory copies of store lookups on the hot path. The store stays the truth: entries
 /// are added after a successful read or write and removed when the row goes away.
 #[derive(Default)]
@@ -334,15 +353,7 @@ impl Gateway {
 
     /// Records (or finds) the identity for an address the bridge has read.
     pub async fn ensure_identity(&self, parsed: &ParsedAddress) -> Result<Identity, Condition> {
-        let local = jid::escape_node(&parsed.localpart);
-        self.store
-            .ensure_identity(
-                self.kind,
-                parsed.id.as_str(),
-                &local,
-                Some(parsed.display.as_str()),
-                self.bridge.localparts_are_derived(),
-            )
+        record_identity(&self.store, &*self.bridge, parsed)
             .await
             .map_err(|e| {
                 tracing::error!(domain = %self.domain, "store: {e}");
@@ -415,7 +426,7 @@ impl Gateway {
     }
 
     /// IQs to a contact: disco#info, vCard, ping.
-    async fn contact_iq(self: &Arc<Self>, st: &Stanza, local: &str) {
+    async fn contact_iq(&self, st: &Stanza, local: &str) {
         let Some(payload) = st.payload() else {
             return self.reject(st, Condition::BadRequest, None).await;
         };

@@ -328,7 +328,7 @@ async fn feed_store_lifecycle(db: &TestDb) {
             .is_empty()
     );
     assert_eq!(s.next_due_ms().await.expect("next"), None);
-    assert_eq!(s.prune_feeds().await.expect("prune"), 1);
+    assert_eq!(s.prune().await.expect("prune"), 1);
     assert!(s.feed(feed).await.expect("feed").is_none());
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use ferry_bridge_api::{AccountId, Bridge, ImportSource, RemoteId, Subscriptions};
 
 use super::Reply;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, record_identity};
 use crate::jid;
 use crate::stanza::{self, Condition};
 use crate::store::Store;
@@ -40,17 +40,7 @@ pub async fn follow_addresses(
                 continue;
             }
         };
-        let local = jid::escape_node(&parsed.localpart);
-        let identity = match store
-            .ensure_identity(
-                bridge.kind(),
-                parsed.id.as_str(),
-                &local,
-                Some(parsed.display.as_str()),
-                bridge.localparts_are_derived(),
-            )
-            .await
-        {
+        let identity = match record_identity(store, bridge, &parsed).await {
             Ok(i) => i,
             Err(e) => {
                 out.failed.push((raw.clone(), format!("database: {e}")));

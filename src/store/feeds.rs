@@ -18,6 +18,15 @@ use super::{Backend, Store, StoreError, get_bool};
 const COLUMNS: &str = "feed, fetch_url, title, icon, etag, last_modified, next_fetch_ms, \
     failures, last_error, last_ok_ms, updated_ms, recent";
 
+/// [`COLUMNS`], each qualified with `table.`.
+fn columns_of(table: &str) -> String {
+    COLUMNS
+        .split(", ")
+        .map(|c| format!("{table}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Rows per multi-row insert of entry keys (3 parameters each, far below either limit).
 const KEYS_PER_STATEMENT: usize = 200;
 
@@ -109,11 +118,7 @@ impl Store {
             ),
             // Rows another instance is claiming are skipped.
             Backend::Postgres => {
-                let cols = COLUMNS
-                    .split(", ")
-                    .map(|c| format!("feeds.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let cols = columns_of("feeds");
                 format!(
                     "WITH due AS ({due} FOR UPDATE SKIP LOCKED)
                      UPDATE feeds SET lease_until_ms = $2 FROM due WHERE feeds.feed = due.feed
@@ -194,8 +199,7 @@ impl Store {
         Ok(fresh)
     }
 
-    /// Removes the feeds nobody follows any more, with their entry keys; how many.
-    pub async fn prune_feeds(&self) -> Result<u64, StoreError> {
+    async fn prune_rows(&self) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "DELETE FROM feeds WHERE NOT EXISTS
                  (SELECT 1 FROM feed_subscriptions s WHERE s.feed = feeds.feed)",
@@ -236,11 +240,7 @@ impl FeedStore for Store {
     }
 
     async fn subscriptions(&self, account: AccountId) -> Result<Vec<FeedRecord>, BridgeError> {
-        let cols = COLUMNS
-            .split(", ")
-            .map(|c| format!("f.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let cols = columns_of("f");
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {cols} FROM feeds f JOIN feed_subscriptions s ON s.feed = f.feed
              WHERE s.account_id = $1 ORDER BY f.feed"
@@ -362,6 +362,10 @@ impl FeedStore for Store {
         self.save_row(record, keys, now_ms)
             .await
             .map_err(bridge_err)
+    }
+
+    async fn prune(&self) -> Result<u64, BridgeError> {
+        self.prune_rows().await.map_err(bridge_err)
     }
 
     async fn delivery(&self, account: AccountId) -> Result<Option<bool>, BridgeError> {

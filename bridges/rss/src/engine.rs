@@ -33,6 +33,8 @@ const MAX_NEW_PER_POLL: usize = 30;
 const LEASE: Duration = Duration::from_secs(300);
 /// The engine looks at the store at least this often, for work other instances added.
 const IDLE_CHECK: Duration = Duration::from_secs(60);
+/// How often feeds nobody follows are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// A feed as the store keeps it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -120,6 +122,8 @@ pub trait FeedStore: Send + Sync + 'static {
     async fn delivery(&self, account: AccountId) -> Result<Option<bool>, BridgeError>;
     /// Sets the user's delivery for their current and future subscriptions.
     async fn set_delivery(&self, account: AccountId, headline: bool) -> Result<(), BridgeError>;
+    /// Forgets the feeds nobody follows any more (rows and entry keys); how many.
+    async fn prune(&self) -> Result<u64, BridgeError>;
 }
 
 /// An entry as kept in [`FeedRecord::recent`].
@@ -303,6 +307,7 @@ impl Engine {
         let mut shutdown = hub.shutdown.clone();
         let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut prune = tokio::time::interval(PRUNE_EVERY);
         loop {
             if *shutdown.borrow() {
                 break;
@@ -335,6 +340,11 @@ impl Engine {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.wake.notified() => {}
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = prune.tick() => match self.store.prune().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("forgot {n} feed(s) nobody follows"),
+                    Err(e) => tracing::warn!("feeds: cannot prune: {e}"),
+                },
                 _ = shutdown.changed() => {}
             }
         }
@@ -634,29 +644,13 @@ impl Engine {
             last_modified: rec.last_modified.clone(),
         };
         match self.source.fetch(&url, &validators).await {
-            Ok(FetchOutcome::NotModified { max_age }) => Poll::NotModified { max_age },
-            Ok(FetchOutcome::Fetched {
-                body,
-                final_url,
-                validators,
-                max_age,
-                ..
-            }) => match parse_off_reactor(body, final_url.clone()).await {
-                Ok(feed) => Poll::Fresh {
-                    feed,
-                    validators,
-                    max_age,
-                    fetch_url: (final_url != rec.feed).then_some(final_url),
-                },
+            Ok(fetched) => match read(fetched, |final_url| final_url != rec.feed).await {
+                Ok(poll) => poll,
                 Err(e) if rec.last_ok_ms.is_none() && rec.fetch_url.is_none() => {
                     // Not a feed: perhaps the site's page, which names its feed.
                     self.poll_discovered(&rec.feed, e).await
                 }
-                Err(e) => Poll::Failed {
-                    reason: e,
-                    retry_after: None,
-                    refused: false,
-                },
+                Err(e) => not_a_feed(e),
             },
             Err(e) => failed(&e),
         }
@@ -674,32 +668,41 @@ impl Engine {
             }
         };
         match self.source.fetch(&found, &Validators::default()).await {
-            Ok(FetchOutcome::Fetched {
-                body,
-                final_url,
-                validators,
-                max_age,
-                ..
-            }) => match parse_off_reactor(body, final_url.clone()).await {
-                Ok(feed) => Poll::Fresh {
-                    feed,
-                    validators,
-                    max_age,
-                    fetch_url: Some(final_url),
-                },
-                Err(e) => Poll::Failed {
-                    reason: e,
-                    retry_after: None,
-                    refused: false,
-                },
-            },
-            Ok(FetchOutcome::NotModified { .. }) => Poll::Failed {
-                reason: "the discovered feed answered 304 to an unconditional request".into(),
-                retry_after: None,
-                refused: false,
-            },
+            Ok(fetched) => read(fetched, |_| true).await.unwrap_or_else(not_a_feed),
             Err(e) => failed(&e),
         }
+    }
+}
+
+/// What a fetched body gives: the feed (remembering where it was fetched from when
+/// `keep_url` says that address is worth keeping), or why it is not one.
+async fn read(fetched: FetchOutcome, keep_url: impl Fn(&str) -> bool) -> Result<Poll, String> {
+    match fetched {
+        FetchOutcome::NotModified { max_age } => Ok(Poll::NotModified { max_age }),
+        FetchOutcome::Fetched {
+            body,
+            final_url,
+            validators,
+            max_age,
+            ..
+        } => {
+            let fetch_url = keep_url(&final_url).then(|| final_url.clone());
+            let feed = parse_off_reactor(body, final_url).await?;
+            Ok(Poll::Fresh {
+                feed,
+                validators,
+                max_age,
+                fetch_url,
+            })
+        }
+    }
+}
+
+fn not_a_feed(reason: String) -> Poll {
+    Poll::Failed {
+        reason,
+        retry_after: None,
+        refused: false,
     }
 }
 
@@ -977,6 +980,15 @@ impl FeedStore for MemoryStore {
     async fn delivery(&self, account: AccountId) -> Result<Option<bool>, BridgeError> {
         Ok(self.lock().delivery.get(&account).copied())
     }
+    async fn prune(&self) -> Result<u64, BridgeError> {
+        let mut g = self.lock();
+        let followed: HashSet<String> = g.subs.keys().map(|(_, f)| f.clone()).collect();
+        let before = g.feeds.len();
+        g.feeds.retain(|f, _| followed.contains(f));
+        g.keys.retain(|(f, _)| followed.contains(f));
+        Ok((before - g.feeds.len()) as u64)
+    }
+
     async fn set_delivery(&self, account: AccountId, headline: bool) -> Result<(), BridgeError> {
         let mut g = self.lock();
         g.delivery.insert(account, headline);
