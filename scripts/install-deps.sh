@@ -9,6 +9,8 @@ set -euo pipefail
 PACKAGES=(
   prosody
   lua-unbound
+  kannel
+  kannel-extras
 )
 
 PG_URL_HOST=127.0.0.1
@@ -38,6 +40,11 @@ done
 # PostgreSQL only when there is neither a client nor a server on the machine.
 if ! command -v psql >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; then
   missing+=(postgresql)
+fi
+# Node.js and npm (for the Prism mock) only when npm is missing: some machines carry
+# NodeSource's nodejs, which bundles npm and conflicts with Debian's.
+if ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing ${missing[*]}"
@@ -91,5 +98,15 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install --locked cargo-nextest
+fi
+# --- Prism, the validating mock of the Twilio Messages API (from npm) ---------------------
+# The SMS tests look for it at $FERRY_TOOLS/prism/node_modules/.bin/prism.
+FERRY_TOOLS="${FERRY_TOOLS:-/opt/ferry-tools}"
+if [ ! -x "$FERRY_TOOLS/prism/node_modules/.bin/prism" ]; then
+  log "installing @stoplight/prism-cli@5 into $FERRY_TOOLS/prism"
+  "${SUDO[@]}" mkdir -p "$FERRY_TOOLS/prism"
+  "${SUDO[@]}" npm install --silent --no-audit --no-fund --prefix "$FERRY_TOOLS/prism" @stoplight/prism-cli@5 </dev/null
+else
+  log "prism present"
 fi
 log "done"

@@ -194,7 +194,7 @@ pub async fn start(
                 addr: h.listen,
                 source,
             })?;
-            let router = crate::http::router(gateways.clone(), metrics.clone(), routes);
+            let router = crate::http::router(gateways.clone(), metrics.clone(), store.clone(), routes);
             let mut stop = shutdown_rx.clone();
             tasks.spawn(async move {
                 let serve = axum::serve(listener, router).with_graceful_shutdown(async move {

@@ -9,8 +9,11 @@ use ferry_rss::engine::Settings;
 use ferry_rss::fetch::FetchPolicy;
 use ferry_rss::schedule::Intervals;
 
+use ferry_sms::SmsBridge;
+use ferry_sms::provider::{Kind, ProviderConfig};
+
 use crate::app::BridgeSpec;
-use crate::config::{Config, Delivery, RssConfig};
+use crate::config::{Config, Delivery, ProviderKind, RssConfig, SmsConfig};
 use crate::store::Store;
 
 /// The RSS bridge for `[rss]`, keeping its feeds in `store`.
@@ -32,12 +35,71 @@ pub fn rss(rss: &RssConfig, store: &Store) -> Result<RssBridge, BridgeError> {
     RssBridge::new(settings, Arc::new(store.clone()))
 }
 
+/// The SMS bridge for `[sms]`, keeping its state in `store`. Providers reach its webhooks
+/// at `[http] public_url` (or, without one, at `http://{listen}`).
+pub fn sms(cfg: &Config, sms: &SmsConfig, store: &Store) -> Result<SmsBridge, BridgeError> {
+    let public_url = match &cfg.http {
+        Some(h) => h
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", h.listen)),
+        None => {
+            return Err(BridgeError::permanent(
+                "the SMS bridge needs [http] (listen, public_url) for its webhooks",
+            ));
+        }
+    };
+    let settings = ferry_sms::Settings {
+        default_region: sms.default_region.clone(),
+        quota_per_day: sms.quota_per_day,
+        numbers: sms
+            .numbers
+            .iter()
+            .map(|n| ferry_sms::NumberEntry {
+                number: n.number.clone(),
+                provider: n.provider.clone(),
+                owner: n.owner.clone(),
+            })
+            .collect(),
+        public_url,
+        max_media_bytes: 25 * 1024 * 1024,
+    };
+    let secret = |s: &Option<crate::config::Secret>| s.as_ref().map(|s| s.expose().to_owned());
+    let providers: Vec<ProviderConfig> = sms
+        .providers
+        .iter()
+        .map(|p| ProviderConfig {
+            name: p.name.clone(),
+            kind: match p.kind {
+                ProviderKind::Twilio => Kind::Twilio,
+                ProviderKind::Telnyx => Kind::Telnyx,
+                ProviderKind::Vonage => Kind::Vonage,
+                ProviderKind::Kannel => Kind::Kannel,
+            },
+            api_base: p.api_base.clone(),
+            account_sid: p.account_sid.clone(),
+            auth_token: secret(&p.auth_token),
+            api_key: secret(&p.api_key),
+            public_key: p.public_key.clone(),
+            messaging_profile_id: p.messaging_profile_id.clone(),
+            api_secret: secret(&p.api_secret),
+            signature_secret: secret(&p.signature_secret),
+            sendsms_url: p.sendsms_url.clone(),
+            username: p.username.clone(),
+            password: secret(&p.password),
+            inbound_token: secret(&p.inbound_token),
+        })
+        .collect();
+    SmsBridge::new(settings, &providers, Arc::new(store.clone()))
+}
+
 /// The bridges to run for `cfg`, with their component domains and secrets.
 pub fn from_config(cfg: &Config, store: &Store) -> Result<Vec<BridgeSpec>, BridgeError> {
     let mut specs = Vec::new();
     for (name, component) in cfg.components() {
-        let bridge: Arc<dyn ferry_bridge_api::Bridge> = match (name, &cfg.rss) {
-            ("rss", Some(r)) => Arc::new(rss(r, store)?),
+        let bridge: Arc<dyn ferry_bridge_api::Bridge> = match (name, &cfg.rss, &cfg.sms) {
+            ("rss", Some(r), _) => Arc::new(rss(r, store)?),
+            ("sms", _, Some(s)) => Arc::new(sms(cfg, s, store)?),
             _ => {
                 tracing::warn!(
                     domain = %component.domain,

@@ -391,6 +391,11 @@ impl Gateway {
                 .then(|| format!("{local} is not an address this gateway can reach"));
             (cond, text)
         })?;
+        let to = ferry_bridge_api::RemoteId(identity.remote_id.clone());
+        self.bridge.admit(account, &to).await.map_err(|e| {
+            tracing::info!(domain = %self.domain, user = %user, "message refused: {}", e.text);
+            (crate::stanza::condition_for(e.kind), Some(e.text))
+        })?;
         let payload = OutboxPayload {
             body,
             subject: st

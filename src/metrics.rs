@@ -23,6 +23,14 @@ impl ferry_bridge_api::Counters for Metrics {
     fn count(&self, metric: &'static str, outcome: &'static str) {
         match metric {
             "ferry_feed_fetches_total" => self.feed_fetch(outcome),
+            "ferry_sms_webhooks_total" => self.add(
+                (
+                    "ferry_sms_webhooks_total",
+                    [("outcome", outcome), NONE, NONE],
+                ),
+                1,
+            ),
+            "ferry_sms_inbound_duplicate" => self.message("sms", "in", "duplicate"),
             other => tracing::debug!("a bridge counted an unknown metric {other}"),
         }
     }
@@ -61,6 +69,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "ferry_feed_fetches_total",
         "counter",
         "feed fetches by outcome",
+    ),
+    (
+        "ferry_sms_webhooks_total",
+        "counter",
+        "SMS provider webhooks by outcome (ok, duplicate, forbidden, bad_request, error)",
     ),
     (
         "ferry_reconnects_total",

@@ -19,6 +19,8 @@ struct Delivered {
     receipt_now: bool,
     contact: String,
     row: OutboxRow,
+    /// What the bridge wants the user told about the send.
+    notice: Option<String>,
 }
 
 /// How long a claimed row stays ours before another worker may take it.
@@ -127,6 +129,11 @@ impl Gateway {
                 if d.receipt_now {
                     self.send_receipt(&d.row, &d.contact).await;
                 }
+                if let Some(text) = &d.notice {
+                    let text = format!("to {}: {text}", d.contact);
+                    self.send(crate::stanza::message(&self.domain, &d.row.from_jid, "chat", &text))
+                        .await;
+                }
             }
         }
         any_sent
@@ -181,6 +188,7 @@ impl Gateway {
             Ok(SendReceipt {
                 remote_message_id,
                 delivered,
+                notice,
             }) => {
                 return Some(Delivered {
                     sent: SentRow {
@@ -193,6 +201,7 @@ impl Gateway {
                     receipt_now: delivered,
                     contact: payload.contact,
                     row,
+                    notice,
                 });
             }
             Err(e) if e.is_transient() && row.attempts < MAX_ATTEMPTS => {

@@ -32,7 +32,7 @@ impl Gateway {
         }
     }
 
-    async fn relay(&self, account: AccountId, event: RemoteEvent) {
+    async fn relay(self: &Arc<Self>, account: AccountId, event: RemoteEvent) {
         let bridge = self.kind.as_str();
         let Some(user) = self.lock_sessions().get(&account).map(|s| s.user.clone()) else {
             tracing::debug!(?account, "event for a stopped session dropped");
@@ -83,26 +83,65 @@ impl Gateway {
                         .await;
                 }
             }
-            RemoteEvent::Delivered { remote_message_id } => {
-                if let Some((row, contact)) = self.sent_row(account, &remote_message_id).await {
-                    self.send_receipt(&row, &contact).await;
-                }
+            RemoteEvent::Delivered { .. } | RemoteEvent::Failed { .. } => {
+                // May wait for its row; the other events must not wait behind it.
+                let me = Arc::clone(self);
+                tokio::spawn(async move { me.report(account, event).await });
             }
-            RemoteEvent::Failed {
-                remote_message_id,
-                error,
-            } => {
-                if let Some((row, contact)) = self.sent_row(account, &remote_message_id).await {
-                    let _ = self.store.mark_failed(row.id, &error.text).await;
-                    self.send_failure(
-                        &row,
-                        &contact,
-                        stanza::condition_for(error.kind),
-                        &error.text,
-                    )
-                    .await;
-                }
+        }
+    }
+
+    /// A delivery report: the receipt or the error for the message it names, once (a
+    /// provider may report twice). A report can overtake the settling of its outbox row
+    /// (the provider answers before ferry has written down its id), so a report for an
+    /// unknown id is looked up again for a while before it is dropped.
+    async fn report(&self, account: AccountId, event: RemoteEvent) {
+        let (RemoteEvent::Delivered { remote_message_id }
+        | RemoteEvent::Failed {
+            remote_message_id, ..
+        }) = &event
+        else {
+            return;
+        };
+        let mut found = self.sent_row(account, remote_message_id).await;
+        let mut wait = std::time::Duration::from_millis(50);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while found.is_none() && tokio::time::Instant::now() < deadline {
+            let mut shutdown = self.shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return,
             }
+            wait = (wait * 2).min(std::time::Duration::from_secs(2));
+            found = self.sent_row(account, remote_message_id).await;
+        }
+        let Some((row, contact)) = found else {
+            tracing::info!(domain = %self.domain, "delivery report for an unknown message ignored");
+            return;
+        };
+        match self
+            .store
+            .mark_inbound(account, &format!("report:{}", row.id))
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => tracing::warn!("store: {e}"),
+        }
+        match event {
+            RemoteEvent::Delivered { .. } => self.send_receipt(&row, &contact).await,
+            RemoteEvent::Failed { error, .. } => {
+                let _ = self.store.mark_failed(row.id, &error.text).await;
+                self.metrics.message(self.kind.as_str(), "out", "error");
+                self.send_failure(
+                    &row,
+                    &contact,
+                    stanza::condition_for(error.kind),
+                    &error.text,
+                )
+                .await;
+            }
+            _ => {}
         }
     }
 

@@ -23,6 +23,8 @@ pub struct Command {
     pub follows: bool,
     /// The form field (var, label) its argument comes in, as an ad-hoc command.
     pub field: Option<(&'static str, &'static str)>,
+    /// Run by the bridge ([`ferry_bridge_api::Bridge::run_command`]), not the core.
+    pub from_bridge: bool,
 }
 
 const fn basic(
@@ -38,6 +40,7 @@ const fn basic(
         admin_only,
         follows: false,
         field: None,
+        from_bridge: false,
     }
 }
 
@@ -54,6 +57,7 @@ const fn follow(
         admin_only: false,
         follows: true,
         field,
+        from_bridge: false,
     }
 }
 
@@ -108,11 +112,21 @@ pub fn visible(gw: &Gateway, st: &Stanza) -> Vec<Command> {
         return Vec::new();
     }
     let follows = gw.bridge.subscriptions().is_some();
+    let own = gw.bridge.commands().into_iter().map(|c| Command {
+        node: c.node,
+        name: c.name,
+        help: c.help,
+        admin_only: c.admin_only,
+        follows: false,
+        field: c.field,
+        from_bridge: true,
+    });
     COMMANDS
         .iter()
+        .copied()
+        .chain(own)
         .filter(|c| admin || !c.admin_only)
         .filter(|c| follows || !c.follows)
-        .copied()
         .collect()
 }
 
@@ -210,6 +224,14 @@ impl Gateway {
                 }
             }
             _ if cmd.follows => return self.follow_command(&user, cmd.node, args).await,
+            _ if cmd.from_bridge => {
+                let admin = self.access.is_admin(&user);
+                return self
+                    .bridge
+                    .run_command(&user, admin, cmd.node, args)
+                    .await
+                    .map_err(|e| (stanza::condition_for(e.kind), Some(e.text)));
+            }
             _ => return Err((Condition::ItemNotFound, None)),
         }
         Ok(out.trim_end().to_owned())

@@ -224,6 +224,9 @@ impl Gateway {
             self.stop_session(acc.id);
         }
         self.caches.forget_account(user);
+        if let Err(e) = self.bridge.unregister(user).await {
+            tracing::warn!(domain = %self.domain, user = %user, "bridge cleanup on unregistering: {e}");
+        }
         let existed = self.store.remove_account(self.kind, user).await?;
         if existed {
             tracing::info!(domain = %self.domain, user = %user, "unregistered");

@@ -32,6 +32,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0002_feeds.sql"),
         postgres: include_str!("../../migrations/postgres/0002_feeds.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_sms",
+        sqlite: include_str!("../../migrations/sqlite/0003_sms.sql"),
+        postgres: include_str!("../../migrations/postgres/0003_sms.sql"),
+    },
 ];
 
 /// `pg_advisory_xact_lock` key for migrations: "ferry" in ASCII.

@@ -17,6 +17,7 @@ mod kv;
 mod messages;
 mod migrate;
 mod outbox;
+mod sms;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -31,6 +32,7 @@ pub use error::StoreError;
 pub use identities::Identity;
 pub use messages::{Direction, MessageMapping};
 pub use outbox::{NewOutbox, OutboxRow, OutboxState, SentRow};
+pub use sms::MediaItem;
 
 /// Which database the store talks to; picks the SQL dialect where the two differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -248,6 +248,7 @@ impl Session for FakeSession {
                 Ok(SendReceipt {
                     remote_message_id: format!("fake-{}", msg.key),
                     delivered: true,
+                    notice: None,
                 })
             }
         };

@@ -184,6 +184,9 @@ pub struct SendReceipt {
     /// the XEP-0184 receipt now. False when a delivery report will follow as
     /// [`RemoteEvent::Delivered`].
     pub delivered: bool,
+    /// Something the user should know about how it went out (e.g. "sent as 3 SMS
+    /// segments"), said by the gateway JID.
+    pub notice: Option<String>,
 }
 
 /// A message from the foreign side for the user.
@@ -413,6 +416,19 @@ impl BridgeError {
     }
 }
 
+/// A command a bridge adds to its gateway's ad-hoc and chat commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BridgeCommand {
+    /// The ad-hoc node and the chat command's first word.
+    pub node: &'static str,
+    pub name: &'static str,
+    /// One line for `help`: usage and what it does.
+    pub help: &'static str,
+    pub admin_only: bool,
+    /// The form field (var, label) its argument comes in, as an ad-hoc command.
+    pub field: Option<(&'static str, &'static str)>,
+}
+
 /// One per process and foreign network.
 #[async_trait]
 pub trait Bridge: Send + Sync + 'static {
@@ -465,6 +481,40 @@ pub trait Bridge: Send + Sync + 'static {
 
     /// Gateway-wide background work (polling feeds) until `hub.shutdown` turns true.
     async fn serve(&self, _hub: Hub) {}
+
+    /// Checks, before a message is stored, that `account` may send to `to` now (quotas,
+    /// opt-outs). An error is the user's answer; nothing is stored.
+    async fn admit(&self, _account: AccountId, _to: &RemoteId) -> Result<(), BridgeError> {
+        Ok(())
+    }
+
+    /// `user` unregistered: forget what the bridge keeps for them outside the core's store.
+    async fn unregister(&self, _user: &str) -> Result<(), BridgeError> {
+        Ok(())
+    }
+
+    /// What is wrong gateway-wide (a provider that did not answer), for `/healthz`; empty
+    /// when all is well.
+    fn health(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Commands of this bridge beside the core's.
+    fn commands(&self) -> Vec<BridgeCommand> {
+        Vec::new()
+    }
+
+    /// Runs one of [`Bridge::commands`] for `user` (a bare JID; `admin` when it is one of
+    /// `[xmpp] admins`); the text answer.
+    async fn run_command(
+        &self,
+        _user: &str,
+        _admin: bool,
+        node: &str,
+        _args: &str,
+    ) -> Result<String, BridgeError> {
+        Err(BridgeError::permanent(format!("unknown command {node:?}")))
+    }
 }
 
 /// One per registered user and bridge.

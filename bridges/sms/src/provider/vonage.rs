@@ -1,0 +1,918 @@
+//! Vonage (Nexmo), over its SMS API: sends texts with `POST /sms/json`, checks the
+//! credentials with `/account/get-balance`, verifies signed webhooks (`sig` over the sorted
+//! parameters, by MD5 hash or HMAC-MD5/SHA-1/SHA-256/SHA-512 with the signature secret),
+//! and reads inbound texts (with the `concat-*` parts of long ones) and delivery receipts
+//! from a query string, a form body or a JSON body. It carries no media.
+//!
+//! References: <https://developer.vonage.com/en/messaging/sms/guides/inbound-sms>,
+//! <https://developer.vonage.com/en/messaging/sms/guides/delivery-receipts>,
+//! <https://developer.vonage.com/en/getting-started/concepts/signing-messages>,
+//! <https://developer.vonage.com/en/api-errors/sms> (send status codes) and
+//! <https://api.support.vonage.com/hc/en-us/articles/204014733> (receipt `err-code`s).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use ferry_bridge_api::{BridgeError, ErrorKind};
+use hmac::{Hmac, Mac};
+use md5::{Digest as _, Md5};
+use serde_json::Value;
+use sha1::Sha1;
+use sha2::{Sha256, Sha512};
+
+use super::{
+    Accepted, Context, Delivery, Event, Hook, HookError, InboundText, Kind, Media, MediaRef,
+    OutText, Part, Provider, ProviderConfig, Request, StatusReport, form_pairs, need, same,
+    status_kind, unreachable,
+};
+
+const DEFAULT_API_BASE: &str = "https://rest.nexmo.com";
+
+/// How far a webhook's `timestamp` may be from now, either way, in seconds.
+const TOLERANCE_SECS: u64 = 300;
+
+pub struct Vonage {
+    name: String,
+    api_base: String,
+    api_key: String,
+    api_secret: String,
+    signature_secret: String,
+    ctx: Context,
+}
+
+impl Vonage {
+    pub fn new(cfg: &ProviderConfig, ctx: &Context) -> Result<Self, String> {
+        let api_key = need(&cfg.api_key, "api_key")?.to_owned();
+        let api_secret = need(&cfg.api_secret, "api_secret")?.to_owned();
+        let signature_secret = need(&cfg.signature_secret, "signature_secret")?.to_owned();
+        let api_base = cfg
+            .api_base
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .unwrap_or(DEFAULT_API_BASE)
+            .trim_end_matches('/')
+            .to_owned();
+        Ok(Vonage {
+            name: cfg.name.clone(),
+            api_base,
+            api_key,
+            api_secret,
+            signature_secret,
+            ctx: ctx.clone(),
+        })
+    }
+}
+
+#[async_trait]
+impl Provider for Vonage {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Vonage
+    }
+
+    fn supports_media(&self) -> bool {
+        false
+    }
+
+    async fn check(&self) -> Result<(), BridgeError> {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("api_key", &self.api_key)
+            .append_pair("api_secret", &self.api_secret)
+            .finish();
+        let resp = self
+            .ctx
+            .http
+            .get(format!("{}/account/get-balance?{query}", self.api_base))
+            .send()
+            .await
+            .map_err(|e| unreachable("vonage", &e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(http_error(status))
+    }
+
+    async fn send(&self, text: &OutText) -> Result<Accepted, BridgeError> {
+        let mut form: Vec<(&str, String)> = vec![
+            ("api_key", self.api_key.clone()),
+            ("api_secret", self.api_secret.clone()),
+            ("from", number(&text.from)),
+            ("to", number(&text.to)),
+            ("text", text.body.clone()),
+            ("callback", self.ctx.hook_url(&self.name, Hook::Status)),
+        ];
+        if !is_gsm7(&text.body) {
+            form.push(("type", "unicode".to_owned()));
+        }
+        if !text.reference.is_empty() {
+            form.push(("client-ref", text.reference.clone()));
+        }
+        let resp = self
+            .ctx
+            .http
+            .post(format!("{}/sms/json", self.api_base))
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| unreachable("vonage", &e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(http_error(status));
+        }
+        let bytes = resp.bytes().await.map_err(|e| unreachable("vonage", &e))?;
+        send_result(&bytes)
+    }
+
+    fn verify(&self, _hook: Hook, req: &Request<'_>) -> Result<(), HookError> {
+        let mut params = params(req)?;
+        let sig = params
+            .remove("sig")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| HookError::Forbidden("missing sig".into()))?;
+        let ts: i64 = params
+            .get("timestamp")
+            .ok_or_else(|| HookError::Forbidden("missing timestamp".into()))?
+            .trim()
+            .parse()
+            .map_err(|_| HookError::Forbidden("bad timestamp".into()))?;
+        if req.now.abs_diff(ts) > TOLERANCE_SECS {
+            return Err(HookError::Forbidden(
+                "timestamp outside the 300 s window".into(),
+            ));
+        }
+        if signature_matches(&params, self.signature_secret.as_bytes(), &sig) {
+            Ok(())
+        } else {
+            Err(HookError::Forbidden("bad signature".into()))
+        }
+    }
+
+    fn parse(&self, hook: Hook, req: &Request<'_>) -> Result<Vec<Event>, HookError> {
+        let params = params(req)?;
+        // Receipts carry `status`/`err-code` and no `type`; inbound texts always a `type`.
+        // The keys decide, so a receipt sent to the inbound URL (an account-wide receipt
+        // webhook) is still read as one; the hook only breaks a tie.
+        let is_receipt = params.contains_key("err-code")
+            || (params.contains_key("status") && !params.contains_key("type"))
+            || (hook == Hook::Status && !params.contains_key("type"));
+        if is_receipt {
+            parse_receipt(&params).map(|r| vec![Event::Status(r)])
+        } else {
+            parse_inbound(&params).map(|t| t.map(Event::Inbound).into_iter().collect())
+        }
+    }
+
+    async fn fetch_media(&self, _media: &MediaRef, _max: usize) -> Result<Media, BridgeError> {
+        Err(BridgeError::permanent("vonage sms carries no media"))
+    }
+}
+
+/// A number as the SMS API wants it: digits only, no `+` (short codes pass unchanged).
+fn number(n: &str) -> String {
+    n.trim().trim_start_matches('+').to_owned()
+}
+
+/// An HTTP-level refusal from the SMS API (it answers 200 even for most errors).
+fn http_error(status: reqwest::StatusCode) -> BridgeError {
+    let kind = status_kind(status);
+    let text = match kind {
+        ErrorKind::NotAuthorized => "vonage: credentials refused".to_owned(),
+        _ => format!("vonage: request refused (http {})", status.as_u16()),
+    };
+    BridgeError::new(kind, text)
+}
+
+/// Reads `{"message-count": "N", "messages": [{"status", "message-id", "error-text"}]}`:
+/// accepted when every part has status `0`, else the first failing part's status.
+fn send_result(body: &[u8]) -> Result<Accepted, BridgeError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|_| BridgeError::permanent("vonage: unreadable answer to a send"))?;
+    let parts = v
+        .get("messages")
+        .and_then(Value::as_array)
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| BridgeError::permanent("vonage: answer to a send without messages"))?;
+    if let Some(failed) = parts.iter().find(|p| scalar(p.get("status")) != "0") {
+        let code = scalar(failed.get("status"));
+        let detail = scalar(failed.get("error-text"));
+        return Err(send_error(&code, detail.trim_end_matches('.')));
+    }
+    let id = parts
+        .first()
+        .map(|p| scalar(p.get("message-id")))
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| BridgeError::permanent("vonage: answer to a send without an id"))?;
+    Ok(Accepted {
+        message_id: id,
+        reports: true,
+    })
+}
+
+/// Maps a non-zero SMS API status to an error kind and a text.
+fn send_error(code: &str, detail: &str) -> BridgeError {
+    use ErrorKind::*;
+    let (kind, what) = match code {
+        "1" => (Transient, "throttled"),
+        "2" => (Permanent, "missing parameters"),
+        "3" => (Permanent, "invalid parameters"),
+        "4" => (NotAuthorized, "invalid credentials"),
+        "5" => (Transient, "internal error"),
+        "6" => (NotAcceptable, "number not routable"),
+        "7" => (NotAcceptable, "number barred"),
+        "8" => (NotAuthorized, "account suspended"),
+        "9" => (ResourceConstraint, "out of credit"),
+        "10" => (Transient, "too many connections"),
+        "11" => (NotAuthorized, "account not enabled for the sms api"),
+        "12" => (ResourceConstraint, "message too long"),
+        "14" => (NotAuthorized, "invalid signature"),
+        "15" => (Permanent, "sender address not allowed"),
+        "29" => (NotAcceptable, "destination not on the trial whitelist"),
+        _ => (Permanent, ""),
+    };
+    let text = match (what.is_empty(), detail.is_empty()) {
+        (false, false) => format!("vonage: {what}: {detail}"),
+        (false, true) => format!("vonage: {what}"),
+        (true, false) => format!("vonage: {detail}"),
+        (true, true) => format!("vonage: error {code}"),
+    };
+    BridgeError::new(kind, text)
+}
+
+/// A JSON string, number or boolean as text.
+fn scalar(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::Bool(b)) => b.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// The webhook's parameters: the query for a `GET` (or a `POST` without a body), else
+/// the JSON or form body. Later duplicates win.
+fn params(req: &Request<'_>) -> Result<BTreeMap<String, String>, HookError> {
+    if req.method.eq_ignore_ascii_case("GET") || req.body.is_empty() {
+        return Ok(form_pairs(req.query.as_bytes()).into_iter().collect());
+    }
+    let ct = req.content_type();
+    let json_body = ct == "application/json"
+        || ct.ends_with("+json")
+        || (ct.is_empty() && req.body.first() == Some(&b'{'));
+    if json_body {
+        let v: Value = serde_json::from_slice(req.body)
+            .map_err(|_| HookError::BadRequest("body is not json".into()))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| HookError::BadRequest("body is not a json object".into()))?;
+        return Ok(obj
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.clone(), scalar(Some(v))))
+            .collect());
+    }
+    Ok(form_pairs(req.body).into_iter().collect())
+}
+
+/// The string Vonage signs: `&key=value` for every parameter but `sig`, sorted by key, with
+/// `&` and `=` in values replaced by `_`.
+fn signing_string(params: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    for (k, v) in params {
+        if k == "sig" {
+            continue;
+        }
+        out.push('&');
+        out.push_str(k);
+        out.push('=');
+        out.extend(
+            v.chars()
+                .map(|c| if c == '&' || c == '=' { '_' } else { c }),
+        );
+    }
+    out
+}
+
+fn hmac_hex<M: Mac + hmac::digest::KeyInit>(key: &[u8], data: &[u8]) -> Option<String> {
+    let mut mac = <M as Mac>::new_from_slice(key).ok()?;
+    mac.update(data);
+    Some(hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Whether `sig` (hex, any case) is the signature of `params` by any method Vonage offers:
+/// MD5 hash (the string, then the secret), or HMAC-MD5/SHA-1/SHA-256/SHA-512 keyed by the
+/// secret. The length of `sig` tells the digest apart; a 32-digit one may be either MD5.
+fn signature_matches(params: &BTreeMap<String, String>, secret: &[u8], sig: &str) -> bool {
+    let sig = sig.trim().to_ascii_lowercase();
+    let data = signing_string(params);
+    let data = data.as_bytes();
+    let candidates: Vec<Option<String>> = match sig.len() {
+        32 => {
+            let mut h = Md5::new();
+            h.update(data);
+            h.update(secret);
+            vec![
+                Some(hex::encode(h.finalize())),
+                hmac_hex::<Hmac<Md5>>(secret, data),
+            ]
+        }
+        40 => vec![hmac_hex::<Hmac<Sha1>>(secret, data)],
+        64 => vec![hmac_hex::<Hmac<Sha256>>(secret, data)],
+        128 => vec![hmac_hex::<Hmac<Sha512>>(secret, data)],
+        _ => Vec::new(),
+    };
+    // Compare against every candidate, not stopping at the first match.
+    candidates
+        .iter()
+        .flatten()
+        .fold(false, |ok, c| same(c.as_bytes(), sig.as_bytes()) | ok)
+}
+
+fn required<'a>(params: &'a BTreeMap<String, String>, key: &str) -> Result<&'a str, HookError> {
+    params
+        .get(key)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| HookError::BadRequest(format!("missing {key}")))
+}
+
+/// An inbound text (or one part of it); `None` for binary messages, which ferry does not
+/// read.
+fn parse_inbound(params: &BTreeMap<String, String>) -> Result<Option<InboundText>, HookError> {
+    let message_id = required(params, "messageId")?;
+    let from = required(params, "msisdn")?;
+    if params.get("type").map(String::as_str) == Some("binary") {
+        return Ok(None);
+    }
+    let part = if params.get("concat").map(String::as_str) == Some("true") {
+        let reference = required(params, "concat-ref")?;
+        let number = |key: &str| -> Result<u32, HookError> {
+            required(params, key)?
+                .trim()
+                .parse()
+                .map_err(|_| HookError::BadRequest(format!("bad {key}")))
+        };
+        let index = number("concat-part")?;
+        let total = number("concat-total")?;
+        if index == 0 || index > total {
+            return Err(HookError::BadRequest("concat-part out of range".into()));
+        }
+        Some(Part {
+            reference: reference.to_owned(),
+            index,
+            total,
+        })
+    } else {
+        None
+    };
+    Ok(Some(InboundText {
+        message_id: message_id.to_owned(),
+        from: from.to_owned(),
+        to: params.get("to").cloned().unwrap_or_default(),
+        text: params.get("text").cloned().unwrap_or_default(),
+        media: Vec::new(),
+        part,
+    }))
+}
+
+/// A delivery receipt. Its `to` is the gateway number the text went out from.
+fn parse_receipt(params: &BTreeMap<String, String>) -> Result<StatusReport, HookError> {
+    let message_id = required(params, "messageId")?;
+    let status = params
+        .get("status")
+        .map(|s| s.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let delivery = match status.as_str() {
+        "delivered" => Delivery::Delivered,
+        "failed" | "rejected" | "expired" => {
+            let code = params.get("err-code").map(|c| c.trim()).unwrap_or("");
+            Delivery::Failed(match receipt_error(code) {
+                Some(why) => format!("{status}: {why}"),
+                None if code.is_empty() || code == "0" => status.clone(),
+                None => format!("{status}: error {code}"),
+            })
+        }
+        _ => Delivery::Pending,
+    };
+    Ok(StatusReport {
+        message_id: message_id.to_owned(),
+        from: params.get("to").filter(|t| !t.is_empty()).cloned(),
+        delivery,
+    })
+}
+
+/// What a receipt's `err-code` means (Vonage's "SMS Delivery Error Codes").
+fn receipt_error(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "1" => "unknown",
+        "2" => "absent subscriber (temporary)",
+        "3" => "absent subscriber (permanent)",
+        "4" => "call barred by user",
+        "5" => "portability error",
+        "6" => "anti-spam rejection",
+        "7" => "handset busy",
+        "8" => "network error",
+        "9" => "recipient opted out",
+        "10" => "illegal message",
+        "11" => "unroutable",
+        "12" => "destination unreachable",
+        "13" => "subscriber age restriction",
+        "14" => "number blocked by carrier",
+        _ => return None,
+    })
+}
+
+/// Whether every character of `s` is in the GSM 03.38 default alphabet or its extension
+/// table, so the text can go as `type=text` (GSM-7) rather than `unicode` (UCS-2).
+pub fn is_gsm7(s: &str) -> bool {
+    s.chars().all(|c| {
+        c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                // Basic set: the ASCII punctuation it shares, then the rest by row.
+                ' ' | '!' | '"' | '#' | '%' | '&' | '\'' | '(' | ')' | '*' | '+' | ','
+                    | '-' | '.' | '/' | ':' | ';' | '<' | '=' | '>' | '?' | '_' | '@' | '$'
+                    | '\n' | '\r'
+                    | '£' | '¥' | 'è' | 'é' | 'ù' | 'ì' | 'ò' | 'Ç' | 'Ø' | 'ø' | 'Å' | 'å'
+                    | 'Δ' | 'Φ' | 'Γ' | 'Λ' | 'Ω' | 'Π' | 'Ψ' | 'Σ' | 'Θ' | 'Ξ'
+                    | 'Æ' | 'æ' | 'ß' | 'É' | '¤' | '¡' | 'Ä' | 'Ö' | 'Ñ' | 'Ü' | '§'
+                    | '¿' | 'ä' | 'ö' | 'ñ' | 'ü' | 'à'
+                    // Extension table (sent as escape + character).
+                    | '\u{0C}' | '^' | '{' | '}' | '\\' | '[' | '~' | ']' | '|' | '€'
+            )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue, header::CONTENT_TYPE};
+
+    fn cfg() -> ProviderConfig {
+        ProviderConfig {
+            name: "vg".into(),
+            kind: Kind::Vonage,
+            api_base: None,
+            account_sid: None,
+            auth_token: None,
+            api_key: Some("abcd1234".into()),
+            public_key: None,
+            messaging_profile_id: None,
+            api_secret: Some("apisecret".into()),
+            signature_secret: Some("secret".into()),
+            sendsms_url: None,
+            username: None,
+            password: None,
+            inbound_token: None,
+        }
+    }
+
+    fn provider(signature_secret: &str) -> Vonage {
+        let ctx = Context {
+            public_url: "https://gw.example.org".into(),
+            http: reqwest::Client::new(),
+        };
+        let cfg = ProviderConfig {
+            signature_secret: Some(signature_secret.into()),
+            ..cfg()
+        };
+        Vonage::new(&cfg, &ctx).expect("provider")
+    }
+
+    fn get<'a>(headers: &'a HeaderMap, query: &'a str, now: i64) -> Request<'a> {
+        Request {
+            method: "GET",
+            url: "https://gw.example.org/sms/vg/inbound",
+            query,
+            headers,
+            body: b"",
+            now,
+        }
+    }
+
+    fn post<'a>(headers: &'a HeaderMap, body: &'a [u8], now: i64) -> Request<'a> {
+        Request {
+            method: "POST",
+            url: "https://gw.example.org/sms/vg/inbound",
+            query: "",
+            headers,
+            body,
+            now,
+        }
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn missing_keys_are_refused() {
+        let ctx = Context {
+            public_url: "https://gw.example.org".into(),
+            http: reqwest::Client::new(),
+        };
+        for strip in 0..3 {
+            let mut c = cfg();
+            match strip {
+                0 => c.api_key = None,
+                1 => c.api_secret = None,
+                _ => c.signature_secret = Some(String::new()),
+            }
+            assert!(Vonage::new(&c, &ctx).is_err());
+        }
+    }
+
+    /// Vectors from Vonage's SDKs: the `md5hash` one is in vonage-ruby-sdk
+    /// `test/nexmo/signature_test.rb` and nexmo-python `tests/test_client.py`
+    /// (`{"a": "1", "b": "2", "timestamp": "1461605396"}`, secret `secret`); the HMAC ones
+    /// in vonage-python-sdk `http_client/tests/test_auth.py` (secret `signature_secret`).
+    #[test]
+    fn sdk_signature_vectors() {
+        let p = map(&[("a", "1"), ("b", "2"), ("timestamp", "1461605396")]);
+        assert!(signature_matches(
+            &p,
+            b"secret",
+            "6af838ef94998832dbfc29020b564830"
+        ));
+        let p = map(&[
+            ("param1", "value1"),
+            ("param2", "value2"),
+            ("timestamp", "1234567890"),
+        ]);
+        // HMAC-MD5 (the Python SDK's default method).
+        assert!(signature_matches(
+            &p,
+            b"signature_secret",
+            "724c2bf6ca423c36e20631b11d1c5753"
+        ));
+        // HMAC-SHA256, upper case as the Ruby SDK sends it.
+        assert!(signature_matches(
+            &p,
+            b"signature_secret",
+            "280C4320703DBC98BFA22DB676655ED2ACFBFE8792B062FF7622E67F1183C287"
+        ));
+        // `&` and `=` in values become `_`.
+        let p = map(&[
+            ("param1", "value&1"),
+            ("param2", "value=2"),
+            ("timestamp", "1234567890"),
+        ]);
+        assert!(signature_matches(
+            &p,
+            b"signature_secret",
+            "2bbf0abafb2c55e5af6231513896a2ac"
+        ));
+        let p = map(&[
+            ("param", "value"),
+            ("timestamp", "1234567890"),
+            ("sig", "655a4d0b7f064dff438defc52b012cf5"),
+        ]);
+        assert!(signature_matches(
+            &p,
+            b"signature_secret",
+            "655a4d0b7f064dff438defc52b012cf5"
+        ));
+        assert!(!signature_matches(
+            &p,
+            b"signature_secret",
+            "invalid_signature"
+        ));
+        assert!(!signature_matches(
+            &p,
+            b"other",
+            "655a4d0b7f064dff438defc52b012cf5"
+        ));
+    }
+
+    /// HMAC-SHA1 and HMAC-SHA512 over the string of the `md5hash` vector, computed with
+    /// Python's `hmac` module as vonage-python-sdk's `Auth.sign_params` does.
+    #[test]
+    fn sha1_and_sha512_hmacs() {
+        let p = map(&[("a", "1"), ("b", "2"), ("timestamp", "1461605396")]);
+        assert!(signature_matches(
+            &p,
+            b"secret",
+            "3e19a4e6880fdc2c1426bfd0587c98b9532f0210"
+        ));
+        assert!(signature_matches(
+            &p,
+            b"secret",
+            "812a18f76680fa0fe1b8bd9ee1625466ceb1bd96242e4d050d2cfd9a7b40166c\
+             63ed26ec9702168781b6edcf1633db8ff95af9341701004eec3fcf9550572ee8"
+        ));
+    }
+
+    #[test]
+    fn verify_accepts_signed_query_form_and_json() {
+        let p = provider("secret");
+        let h = HeaderMap::new();
+        let q = "a=1&b=2&timestamp=1461605396&sig=6af838ef94998832dbfc29020b564830";
+        assert_eq!(p.verify(Hook::Inbound, &get(&h, q, 1_461_605_400)), Ok(()));
+
+        let mut form = HeaderMap::new();
+        form.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        assert_eq!(
+            p.verify(Hook::Inbound, &post(&form, q.as_bytes(), 1_461_605_100)),
+            Ok(())
+        );
+
+        let mut json = HeaderMap::new();
+        json.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let body =
+            br#"{"a":"1","b":2,"timestamp":"1461605396","sig":"6af838ef94998832dbfc29020b564830"}"#;
+        assert_eq!(
+            p.verify(Hook::Inbound, &post(&json, body, 1_461_605_396)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn verify_refuses_tampering_staleness_and_missing_sig() {
+        let p = provider("secret");
+        let h = HeaderMap::new();
+        let now = 1_461_605_396;
+        let tampered = "a=1&b=3&timestamp=1461605396&sig=6af838ef94998832dbfc29020b564830";
+        assert!(matches!(
+            p.verify(Hook::Inbound, &get(&h, tampered, now)),
+            Err(HookError::Forbidden(_))
+        ));
+        let added = "a=1&b=2&c=3&timestamp=1461605396&sig=6af838ef94998832dbfc29020b564830";
+        assert!(matches!(
+            p.verify(Hook::Inbound, &get(&h, added, now)),
+            Err(HookError::Forbidden(_))
+        ));
+        let good = "a=1&b=2&timestamp=1461605396&sig=6af838ef94998832dbfc29020b564830";
+        assert!(matches!(
+            p.verify(Hook::Inbound, &get(&h, good, now + 301)),
+            Err(HookError::Forbidden(_))
+        ));
+        assert!(matches!(
+            p.verify(Hook::Inbound, &get(&h, good, now - 301)),
+            Err(HookError::Forbidden(_))
+        ));
+        assert!(matches!(
+            p.verify(Hook::Inbound, &get(&h, "a=1&b=2&timestamp=1461605396", now)),
+            Err(HookError::Forbidden(_))
+        ));
+        assert!(matches!(
+            p.verify(
+                Hook::Inbound,
+                &get(&h, "a=1&b=2&sig=6af838ef94998832dbfc29020b564830", now)
+            ),
+            Err(HookError::Forbidden(_))
+        ));
+        assert!(matches!(
+            provider("other").verify(Hook::Inbound, &get(&h, good, now)),
+            Err(HookError::Forbidden(_))
+        ));
+    }
+
+    #[test]
+    fn parses_concatenated_inbound_parts() {
+        let p = provider("secret");
+        let h = HeaderMap::new();
+        let mut texts = Vec::new();
+        for (i, chunk) in ["Hello, this is ", "a long text in ", "three parts"]
+            .iter()
+            .enumerate()
+        {
+            let q = format!(
+                "msisdn=447700900001&to=447700900000&messageId=0A00000012345{i}&text={}\
+                 &type=text&keyword=HELLO&message-timestamp=2020-01-01+12%3A00%3A00\
+                 &concat=true&concat-ref=1&concat-total=3&concat-part={}",
+                chunk.replace(' ', "+").replace(',', "%2C"),
+                i + 1
+            );
+            let events = p.parse(Hook::Inbound, &get(&h, &q, 0)).expect("parse");
+            let [Event::Inbound(t)] = &events[..] else {
+                panic!("not one inbound text: {events:?}");
+            };
+            texts.push(t.clone());
+        }
+        assert_eq!(
+            texts[1],
+            InboundText {
+                message_id: "0A000000123451".into(),
+                from: "447700900001".into(),
+                to: "447700900000".into(),
+                text: "a long text in ".into(),
+                media: Vec::new(),
+                part: Some(Part {
+                    reference: "1".into(),
+                    index: 2,
+                    total: 3,
+                }),
+            }
+        );
+        let joined: String = texts.iter().map(|t| t.text.as_str()).collect();
+        assert_eq!(joined, "Hello, this is a long text in three parts");
+        assert!(
+            texts
+                .iter()
+                .all(|t| t.part.as_ref().map(|p| p.total) == Some(3))
+        );
+    }
+
+    #[test]
+    fn parses_json_inbound_without_concat() {
+        let p = provider("secret");
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        // The fields Vonage's inbound SMS guide lists, as a JSON POST delivers them.
+        let body = br#"{
+          "api-key": "abcd1234",
+          "msisdn": "447700900001",
+          "to": "447700900000",
+          "messageId": "0A0000000123ABCD1",
+          "text": "Hello world",
+          "type": "text",
+          "keyword": "HELLO",
+          "message-timestamp": "2020-01-01 12:00:00 +0000",
+          "timestamp": "1578787200",
+          "nonce": "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
+        }"#;
+        let events = p.parse(Hook::Inbound, &post(&h, body, 0)).expect("parse");
+        assert_eq!(
+            events,
+            vec![Event::Inbound(InboundText {
+                message_id: "0A0000000123ABCD1".into(),
+                from: "447700900001".into(),
+                to: "447700900000".into(),
+                text: "Hello world".into(),
+                media: Vec::new(),
+                part: None,
+            })]
+        );
+    }
+
+    #[test]
+    fn parses_delivery_receipts() {
+        let p = provider("secret");
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        // The example receipt of Vonage's opt-out guide ("messaging-opted-out-numbers"),
+        // with a `client-ref` as the delivery-receipt guide lists it.
+        let failed = br#"{
+           "msisdn": "447700900000",
+           "to": "AcmeInc",
+           "network-code": "12345",
+           "messageId": "aaaaaaaa-bbbb-cccc-dddd-0123456789ab",
+           "price": "0.00000000",
+           "status": "failed",
+           "scts": "2001011400",
+           "err-code": "9",
+           "api-key": "abcd1234",
+           "client-ref": "ferry-1",
+           "message-timestamp": "2020-01-01 12:00:00"
+        }"#;
+        let events = p.parse(Hook::Status, &post(&h, failed, 0)).expect("parse");
+        assert_eq!(
+            events,
+            vec![Event::Status(StatusReport {
+                message_id: "aaaaaaaa-bbbb-cccc-dddd-0123456789ab".into(),
+                from: Some("AcmeInc".into()),
+                delivery: Delivery::Failed("failed: recipient opted out".into()),
+            })]
+        );
+        let q = "msisdn=447700900000&to=447700900001&network-code=23410\
+                 &messageId=0B00000053FFB40F&price=0.03330000&status=delivered\
+                 &scts=2001011400&err-code=0&message-timestamp=2020-01-01+12%3A00%3A00";
+        let events = p.parse(Hook::Status, &get(&h, q, 0)).expect("parse");
+        assert_eq!(
+            events,
+            vec![Event::Status(StatusReport {
+                message_id: "0B00000053FFB40F".into(),
+                from: Some("447700900001".into()),
+                delivery: Delivery::Delivered,
+            })]
+        );
+        // A receipt at the inbound URL is still a receipt; buffered is not final.
+        let q = "msisdn=1&to=2&messageId=X&status=buffered&err-code=0";
+        let events = p.parse(Hook::Inbound, &get(&h, q, 0)).expect("parse");
+        assert!(matches!(
+            &events[..],
+            [Event::Status(StatusReport {
+                delivery: Delivery::Pending,
+                ..
+            })]
+        ));
+        let q = "msisdn=1&to=2&messageId=X&status=expired&err-code=77";
+        let events = p.parse(Hook::Status, &get(&h, q, 0)).expect("parse");
+        assert!(matches!(
+            &events[..],
+            [Event::Status(StatusReport { delivery: Delivery::Failed(w), .. })]
+                if w == "expired: error 77"
+        ));
+    }
+
+    #[test]
+    fn malformed_webhooks_are_bad_requests() {
+        let p = provider("secret");
+        let h = HeaderMap::new();
+        assert!(matches!(
+            p.parse(Hook::Inbound, &get(&h, "text=hi&type=text", 0)),
+            Err(HookError::BadRequest(_))
+        ));
+        let q = "msisdn=1&to=2&messageId=X&type=text&text=a&concat=true&concat-ref=9\
+                 &concat-total=2&concat-part=3";
+        assert!(matches!(
+            p.parse(Hook::Inbound, &get(&h, q, 0)),
+            Err(HookError::BadRequest(_))
+        ));
+        let mut json = HeaderMap::new();
+        json.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        assert!(matches!(
+            p.parse(Hook::Inbound, &post(&json, b"[1,2]", 0)),
+            Err(HookError::BadRequest(_))
+        ));
+        // Binary texts are signed and fine, but ferry has nothing to read in them.
+        let q = "msisdn=1&to=2&messageId=X&type=binary&data=00&udh=050003";
+        assert_eq!(p.parse(Hook::Inbound, &get(&h, q, 0)), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn send_answers_map_to_results() {
+        let ok = br#"{"message-count":"2","messages":[
+            {"to":"447700900000","message-id":"0A0000000123ABCD1","status":"0",
+             "remaining-balance":"3.14","message-price":"0.03","network":"12345"},
+            {"to":"447700900000","message-id":"0A0000000123ABCD2","status":"0"}]}"#;
+        assert_eq!(
+            send_result(ok),
+            Ok(Accepted {
+                message_id: "0A0000000123ABCD1".into(),
+                reports: true,
+            })
+        );
+        let err = |status: &str, text: &str| {
+            let body = format!(
+                r#"{{"message-count":"1","messages":[{{"status":"{status}","error-text":"{text}"}}]}}"#
+            );
+            send_result(body.as_bytes()).expect_err("an error")
+        };
+        assert_eq!(
+            err("1", "Throughput Rate Exceeded").kind,
+            ErrorKind::Transient
+        );
+        let e = err("4", "Bad Credentials");
+        assert_eq!(e.kind, ErrorKind::NotAuthorized);
+        assert_eq!(e.text, "vonage: invalid credentials: Bad Credentials");
+        assert_eq!(
+            err("9", "Quota Exceeded").kind,
+            ErrorKind::ResourceConstraint
+        );
+        assert_eq!(
+            err("6", "Unroutable message").kind,
+            ErrorKind::NotAcceptable
+        );
+        assert_eq!(
+            err("29", "Non White-listed Destination").kind,
+            ErrorKind::NotAcceptable
+        );
+        let e = err("99", "");
+        assert_eq!(
+            (e.kind, e.text.as_str()),
+            (ErrorKind::Permanent, "vonage: error 99")
+        );
+        // A later part failing fails the whole send.
+        let partial = br#"{"message-count":"2","messages":[
+            {"message-id":"A","status":"0"},{"status":"1","error-text":"Throttled"}]}"#;
+        assert_eq!(
+            send_result(partial).map_err(|e| e.kind),
+            Err(ErrorKind::Transient)
+        );
+        assert!(send_result(b"<html>").is_err());
+        assert!(send_result(br#"{"messages":[]}"#).is_err());
+    }
+
+    #[test]
+    fn numbers_lose_their_plus() {
+        assert_eq!(number("+447700900000"), "447700900000");
+        assert_eq!(number("12345"), "12345");
+    }
+
+    #[test]
+    fn gsm7_detection() {
+        assert!(is_gsm7(
+            "Hello, world! 123 @£$¥ èéùìòÇØøÅå ΔΦΓΛΩΠΨΣΘΞ ÆæßÉ ¤¡ÄÖÑÜ§¿äöñüà"
+        ));
+        assert!(is_gsm7(
+            "brackets [] {} \\ ~ | ^ € and\nnew lines\r\n_ # % & ' ( ) * + , - . / : ; < = > ? \""
+        ));
+        assert!(is_gsm7(""));
+        assert!(!is_gsm7("café ☕"));
+        assert!(!is_gsm7("emoji 😀"));
+        assert!(!is_gsm7("ç lower-case cedilla is not in the set"));
+        assert!(!is_gsm7("backtick `"));
+        assert!(!is_gsm7("Привет"));
+        assert!(!is_gsm7("tab\there"));
+    }
+}
