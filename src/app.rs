@@ -152,6 +152,7 @@ pub async fn start(
             shutdown: shutdown_rx.clone(),
             started: Instant::now(),
             connected: link.connected.clone(),
+            settled: tokio::sync::watch::Sender::new(0),
             caches: Default::default(),
         });
         if let Some(r) = spec.bridge.http_routes() {
@@ -194,7 +195,8 @@ pub async fn start(
                 addr: h.listen,
                 source,
             })?;
-            let router = crate::http::router(gateways.clone(), metrics.clone(), store.clone(), routes);
+            let router =
+                crate::http::router(gateways.clone(), metrics.clone(), store.clone(), routes);
             let mut stop = shutdown_rx.clone();
             tasks.spawn(async move {
                 let serve = axum::serve(listener, router).with_graceful_shutdown(async move {

@@ -67,6 +67,8 @@ pub struct Gateway {
     pub started: Instant,
     /// Whether the component link is up, for `status` and `/healthz`.
     pub connected: watch::Receiver<bool>,
+    /// Counts outbox rows settled as sent; watch it to learn that a send went through.
+    pub settled: watch::Sender<u64>,
     /// Lookups the router needs for every message, kept in memory.
     pub caches: Caches,
 }
@@ -344,10 +346,16 @@ impl Gateway {
             }
         }
         let raw = jid::unescape_node(local);
-        let parsed = self
-            .bridge
-            .parse_localpart(&raw)
-            .ok_or(Condition::ItemNotFound)?;
+        let Some(parsed) = self.bridge.parse_localpart(&raw) else {
+            // An address that cannot be one (a number of the wrong length) is malformed;
+            // anything else is simply no contact here.
+            return Err(match self.bridge.parse_address(&raw) {
+                Err(e) if e.kind == ferry_bridge_api::ErrorKind::Malformed => {
+                    Condition::JidMalformed
+                }
+                _ => Condition::ItemNotFound,
+            });
+        };
         self.ensure_identity(&parsed).await
     }
 
@@ -387,8 +395,15 @@ impl Gateway {
         let user = jid::bare(&st.from);
         let account = self.account_for_use(&user).await.map_err(|c| (c, None))?;
         let identity = self.resolve_contact(local).await.map_err(|cond| {
-            let text = (cond == Condition::ItemNotFound)
-                .then(|| format!("{local} is not an address this gateway can reach"));
+            let text = match cond {
+                Condition::ItemNotFound => {
+                    Some(format!("{local} is not an address this gateway can reach"))
+                }
+                Condition::JidMalformed => {
+                    Some(format!("{local} is not a valid address for this gateway"))
+                }
+                _ => None,
+            };
             (cond, text)
         })?;
         let to = ferry_bridge_api::RemoteId(identity.remote_id.clone());

@@ -82,7 +82,11 @@ async fn media(
     }
     match s.store.media(&token).await {
         Ok(Some(m)) if m.name == name => {
-            let safe_type = if m.content_type.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+            let safe_type = if m
+                .content_type
+                .bytes()
+                .all(|b| b.is_ascii_graphic() || b == b' ')
+            {
                 m.content_type
             } else {
                 "application/octet-stream".to_owned()

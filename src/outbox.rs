@@ -123,6 +123,8 @@ impl Gateway {
                 tracing::error!(domain = %self.domain, "outbox: cannot settle {} delivered row(s): {e}", sent.len());
                 return any_sent;
             }
+            let n = delivered.len() as u64;
+            self.settled.send_modify(|v| *v += n);
             // Receipts only once the store says the rows are settled.
             for d in delivered {
                 self.metrics.message(self.kind.as_str(), "out", "ok");
@@ -131,8 +133,13 @@ impl Gateway {
                 }
                 if let Some(text) = &d.notice {
                     let text = format!("to {}: {text}", d.contact);
-                    self.send(crate::stanza::message(&self.domain, &d.row.from_jid, "chat", &text))
-                        .await;
+                    self.send(crate::stanza::message(
+                        &self.domain,
+                        &d.row.from_jid,
+                        "chat",
+                        &text,
+                    ))
+                    .await;
                 }
             }
         }

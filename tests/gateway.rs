@@ -57,6 +57,7 @@ async fn harness(needs_registration: bool) -> Harness {
         shutdown,
         started: Instant::now(),
         connected,
+        settled: watch::Sender::new(0),
         caches: Default::default(),
     });
     tokio::spawn(Arc::clone(&gw).run_outbox());
@@ -339,11 +340,11 @@ async fn permanent_failure_comes_back_as_a_message_error() {
 }
 
 #[tokio::test]
-async fn malformed_contact_address_is_item_not_found() {
+async fn malformed_contact_address_is_jid_malformed() {
     let mut h = harness(false).await;
     h.recv("<message type='chat' from='alice@example.org/phone' to='NOT\\20valid@gw.example.org' id='m3'><body>hi</body></message>").await;
     let err = h.next_where(|e| e.name == "message").await;
-    assert_eq!(condition(&err).as_deref(), Some("item-not-found"));
+    assert_eq!(condition(&err).as_deref(), Some("jid-malformed"));
 }
 
 #[tokio::test]

@@ -335,6 +335,19 @@ impl Store {
         row.as_ref().map(row_from).transpose()
     }
 
+    /// The newest row stored for the XMPP stanza id `stanza_id` (tests, support).
+    pub async fn outbox_by_stanza(&self, stanza_id: &str) -> Result<Option<OutboxRow>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM outbox WHERE stanza_id = $1 ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(stanza_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(row_from).transpose()
+    }
+
     /// The row that was sent as `remote_message_id` for `account` (for delivery reports).
     pub async fn outbox_by_remote(
         &self,

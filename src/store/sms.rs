@@ -169,7 +169,10 @@ impl SmsStore for Store {
         .await
         .map_err(db)?;
         if let Some(r) = row {
-            return r.try_get::<i64, _>("account_id").map(|a| Some(AccountId(a))).map_err(db);
+            return r
+                .try_get::<i64, _>("account_id")
+                .map(|a| Some(AccountId(a)))
+                .map_err(db);
         }
         // ferry's own reference (`sms-ROWID`), which a report can name before the row is
         // settled with it.
@@ -359,11 +362,13 @@ impl SmsStore for Store {
     }
 
     async fn prune(&self, before_ms: i64) -> Result<(), BridgeError> {
-        sqlx::query("DELETE FROM sms_inbound WHERE delivered_at_ms IS NOT NULL AND received_at_ms < $1")
-            .bind(before_ms)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        sqlx::query(
+            "DELETE FROM sms_inbound WHERE delivered_at_ms IS NOT NULL AND received_at_ms < $1",
+        )
+        .bind(before_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
         sqlx::query("DELETE FROM sms_parts WHERE received_at_ms < $1")
             .bind(before_ms)
             .execute(&self.pool)

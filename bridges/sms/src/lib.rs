@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ferry_bridge_api::{
-    AccountId, Bridge, BridgeCommand, BridgeError, BridgeKind, Credentials, ErrorKind,
-    FieldKind, Form, FormField, FormValues, Hub, ParsedAddress, RemoteId, Session,
+    AccountId, Bridge, BridgeCommand, BridgeError, BridgeKind, Credentials, ErrorKind, FieldKind,
+    Form, FormField, FormValues, Hub, ParsedAddress, RemoteId, Session,
 };
 use tokio::sync::{Notify, watch};
 
@@ -418,7 +418,11 @@ impl Bridge for SmsBridge {
             .get(&account)
             .cloned();
         if let Some(from) = from
-            && self.inner.store.opted_out(from.as_str(), to.as_str()).await?
+            && self
+                .inner
+                .store
+                .opted_out(from.as_str(), to.as_str())
+                .await?
         {
             return Err(opted_out());
         }
@@ -489,7 +493,10 @@ impl Bridge for SmsBridge {
                     ));
                 }
                 let jid = jid.to_lowercase();
-                self.inner.store.assign_number(number.as_str(), &jid).await?;
+                self.inner
+                    .store
+                    .assign_number(number.as_str(), &jid)
+                    .await?;
                 tracing::info!(%number, user = %jid, "number assigned by an admin");
                 Ok(format!(
                     "{number} now belongs to {jid}; they register with it to start"

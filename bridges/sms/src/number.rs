@@ -51,8 +51,9 @@ impl Number {
             })?)
         };
         let text = if plus { format!("+{digits}") } else { digits };
-        let parsed = phonenumber::parse(country, &text)
-            .map_err(|e| BridgeError::malformed(format!("{trimmed:?} is not a phone number: {e}")))?;
+        let parsed = phonenumber::parse(country, &text).map_err(|e| {
+            BridgeError::malformed(format!("{trimmed:?} is not a phone number: {e}"))
+        })?;
         if !is_possible(&parsed) {
             return Err(BridgeError::malformed(format!(
                 "{trimmed:?} has the wrong length for a number of its country"
@@ -87,18 +88,31 @@ impl std::fmt::Display for Number {
     }
 }
 
-/// Whether the national number's length is one its country uses.
+/// Whether the national number's length is one its country uses for some kind of number
+/// (the metadata keeps lengths per kind: fixed line, mobile, toll free, …).
 fn is_possible(n: &PhoneNumber) -> bool {
     let len = n.national().to_string().len() as u16;
-    match n.metadata(&DATABASE) {
-        Some(meta) => {
-            let general = meta.descriptors().general();
-            general.possible_length().contains(&len)
-                || general.possible_local_length().contains(&len)
-                    && general.possible_length().is_empty()
-        }
-        None => false,
-    }
+    let Some(meta) = n.metadata(&DATABASE) else {
+        return false;
+    };
+    let d = meta.descriptors();
+    let kinds = [
+        Some(d.general()),
+        d.fixed_line(),
+        d.mobile(),
+        d.toll_free(),
+        d.premium_rate(),
+        d.shared_cost(),
+        d.personal_number(),
+        d.voip(),
+        d.pager(),
+        d.uan(),
+        d.voicemail(),
+    ];
+    kinds
+        .into_iter()
+        .flatten()
+        .any(|k| k.possible_length().contains(&len))
 }
 
 #[cfg(test)]
@@ -106,9 +120,7 @@ mod tests {
     use super::*;
 
     fn p(s: &str) -> Result<String, ferry_bridge_api::ErrorKind> {
-        Number::parse(s, "US")
-            .map(|n| n.0)
-            .map_err(|e| e.kind)
+        Number::parse(s, "US").map(|n| n.0).map_err(|e| e.kind)
     }
 
     #[test]
@@ -143,14 +155,21 @@ mod tests {
     #[test]
     fn provider_spellings() {
         assert_eq!(
-            Number::from_provider("447700900000").map(|n| n.0).as_deref(),
+            Number::from_provider("447700900000")
+                .map(|n| n.0)
+                .as_deref(),
             Some("+447700900000")
         );
         assert_eq!(
-            Number::from_provider("+12015550100").map(|n| n.0).as_deref(),
+            Number::from_provider("+12015550100")
+                .map(|n| n.0)
+                .as_deref(),
             Some("+12015550100")
         );
-        assert_eq!(Number::from_provider("12345").map(|n| n.0).as_deref(), Some("12345"));
+        assert_eq!(
+            Number::from_provider("12345").map(|n| n.0).as_deref(),
+            Some("12345")
+        );
         assert_eq!(Number::from_provider("abc"), None);
     }
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use ferry_bridge_api::{
-    BridgeError, EventSink, Outbound, RemoteEvent, RemoteId, SendReceipt, Session,
-    SessionStatus, Shutdown,
+    BridgeError, EventSink, Outbound, RemoteEvent, RemoteId, SendReceipt, Session, SessionStatus,
+    Shutdown,
 };
 
 use crate::Inner;

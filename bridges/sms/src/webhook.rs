@@ -16,12 +16,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use ferry_bridge_api::{
-    BridgeError, ErrorKind, Hub, InboundMessage, RemoteEvent, RemoteId,
-};
+use ferry_bridge_api::{BridgeError, ErrorKind, Hub, InboundMessage, RemoteEvent, RemoteId};
 
 use crate::number::Number;
-use crate::provider::{Delivery, Event, Hook, HookError, InboundText, MediaRef, Request, StatusReport};
+use crate::provider::{
+    Delivery, Event, Hook, HookError, InboundText, MediaRef, Request, StatusReport,
+};
 use crate::store::{NewInbound, NewPart};
 use crate::{Inner, START_WORDS, STOP_WORDS, store_now_ms};
 
@@ -122,7 +122,10 @@ async fn handle(
 async fn take_inbound(inner: &Inner, provider: &str, t: InboundText) -> Result<bool, BridgeError> {
     let (Some(to), Some(from)) = (Number::from_provider(&t.to), Number::from_provider(&t.from))
     else {
-        tracing::warn!(provider, "inbound text without a readable sender or recipient dropped");
+        tracing::warn!(
+            provider,
+            "inbound text without a readable sender or recipient dropped"
+        );
         return Ok(true);
     };
     let (message_id, body) = match &t.part {
@@ -176,10 +179,16 @@ async fn take_inbound(inner: &Inner, provider: &str, t: InboundText) -> Result<b
     }
     let word = body.trim().to_ascii_uppercase();
     if STOP_WORDS.contains(&word.as_str()) {
-        inner.store.set_opt_out(to.as_str(), from.as_str(), true).await?;
+        inner
+            .store
+            .set_opt_out(to.as_str(), from.as_str(), true)
+            .await?;
         tracing::info!(number = %to, "a correspondent opted out (STOP)");
     } else if START_WORDS.contains(&word.as_str()) {
-        inner.store.set_opt_out(to.as_str(), from.as_str(), false).await?;
+        inner
+            .store
+            .set_opt_out(to.as_str(), from.as_str(), false)
+            .await?;
         tracing::info!(number = %to, "a correspondent opted back in");
     }
     inner.wake.notify_one();
@@ -198,7 +207,10 @@ async fn take_status(inner: &Inner, provider: &str, s: StatusReport) -> Result<(
         account = inner.store.owner_account(from.as_str()).await?;
     }
     let Some(account) = account else {
-        tracing::info!(provider, "delivery report for a text ferry does not know ignored");
+        tracing::info!(
+            provider,
+            "delivery report for a text ferry does not know ignored"
+        );
         return Ok(());
     };
     let Some(hub) = inner.hub.get() else {
@@ -338,7 +350,13 @@ async fn fetch_media(
         .get(provider)
         .ok_or_else(|| BridgeError::permanent("the provider is gone"))?;
     let got = p.fetch_media(m, inner.settings.max_media_bytes).await?;
-    let ext = match got.content_type.split(';').next().unwrap_or_default().trim() {
+    let ext = match got
+        .content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+    {
         "image/jpeg" => "jpg",
         "image/png" => "png",
         "image/gif" => "gif",
@@ -355,5 +373,8 @@ async fn fetch_media(
         .store
         .put_media(&name, &got.content_type, &got.bytes)
         .await?;
-    Ok(format!("{}/media/{token}/{name}", inner.settings.public_url))
+    Ok(format!(
+        "{}/media/{token}/{name}",
+        inner.settings.public_url
+    ))
 }

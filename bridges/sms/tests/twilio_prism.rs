@@ -6,10 +6,7 @@
 //! `/opt/ferry-tools`); `scripts/install-deps.sh` installs it. One Prism runs for the one
 //! test that needs it.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -20,15 +17,15 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use ferry_bridge_api::ErrorKind;
 use ferry_sms::provider::{self, Context, Kind, MediaRef, OutText, Provider, ProviderConfig};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+
+#[path = "common/prism.rs"]
+#[allow(dead_code)]
+mod prism;
+
+use prism::{free_port, start_prism};
 
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
 const TOKEN: &str = "f00dfacef00dfacef00dfacef00dface";
-
-/// How long Prism may take to start (it parses the spec first).
-const PRISM_START: Duration = Duration::from_secs(60);
 
 fn config(api_base: &str, sid: &str, token: &str) -> ProviderConfig {
     ProviderConfig {
@@ -71,116 +68,10 @@ fn text(to: &str, body: &str, media: &[&str]) -> OutText {
     }
 }
 
-/// A running `prism mock`; killed when dropped.
-struct Prism {
-    _child: Child,
-    base: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Prism {
-    /// Everything Prism printed so far, for failure messages.
-    fn log(&self) -> String {
-        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
-    }
-}
-
-fn prism_bin() -> PathBuf {
-    let tools = std::env::var_os("FERRY_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/ferry-tools"));
-    tools.join("prism/node_modules/.bin/prism")
-}
-
-/// A loopback port nothing listens on right now.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    listener.local_addr().expect("local address").port()
-}
-
-/// Forwards each line of `pipe` to the log and to `tx`, until the pipe closes (draining it
-/// so Prism never blocks on a full pipe).
-fn forward_lines(
-    pipe: impl AsyncRead + Unpin + Send + 'static,
-    log: Arc<Mutex<Vec<String>>>,
-    tx: mpsc::UnboundedSender<String>,
-) {
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(pipe).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Ok(mut log) = log.lock() {
-                log.push(line.clone());
-            }
-            let _ = tx.send(line);
-        }
-    });
-}
-
-/// Starts Prism on the Twilio spec and waits until it says it listens.
-///
-/// `--errors` turns response violations into 500s too; the spec's own static list example
-/// breaks its schema (`first_page_uri` is not a `uri`), so responses are generated from
-/// the schemas instead (`--dynamic`), with a fixed `--seed` to keep them the same each run.
-/// Request validation (422, 401, 415) is the same either way.
-async fn start_prism() -> Prism {
-    let bin = prism_bin();
-    assert!(
-        bin.is_file(),
-        "Prism is not installed at {}: run scripts/install-deps.sh \
-         (FERRY_TOOLS overrides /opt/ferry-tools)",
-        bin.display()
-    );
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/twilio/twilio_api_v2010_messages.yaml");
-    let port = free_port();
-    let mut child = Command::new(&bin)
-        .arg("mock")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["--errors", "--dynamic", "--seed", "ferry"])
-        .arg(&spec)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    if let Some(out) = child.stdout.take() {
-        forward_lines(out, log.clone(), tx.clone());
-    }
-    if let Some(err) = child.stderr.take() {
-        forward_lines(err, log.clone(), tx);
-    }
-    let base = format!("http://127.0.0.1:{port}");
-    let listening = tokio::time::timeout(PRISM_START, async {
-        while let Some(line) = rx.recv().await {
-            if line.contains("Prism is listening on") && line.contains(&base) {
-                return true;
-            }
-        }
-        false // both pipes closed: Prism exited
-    })
-    .await;
-    let prism = Prism {
-        _child: child,
-        base,
-        log,
-    };
-    match listening {
-        Ok(true) => prism,
-        Ok(false) => panic!("Prism exited before listening:\n{}", prism.log()),
-        Err(_) => panic!(
-            "Prism did not listen within {PRISM_START:?}:\n{}",
-            prism.log()
-        ),
-    }
-}
-
 /// Everything Prism can judge, against one Prism: accepted requests prove their shape.
 #[tokio::test]
 async fn requests_match_twilio_openapi() {
-    let prism = start_prism().await;
+    let prism = start_prism(Some("ferry")).await;
     let tw = twilio(&prism.base, SID, TOKEN);
 
     tw.check()

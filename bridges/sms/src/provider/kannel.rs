@@ -6,7 +6,7 @@
 //! What 1.4.5 was seen to do (see `tests/kannel.rs` and `config/kannel.example.conf`):
 //! - `sendsms` answers `202 0: Accepted for delivery` or `202 3: Queued for later
 //!   delivery`; `403 Authorization failed for sendsms` for wrong credentials; `400 Missing
-//!   receiver number, rejected` when `to` is missing (what [`Kannel::check`] relies on).
+//!   receiver number, rejected` when `to` is missing (what `check` relies on).
 //! - A `dlr-url` is itself a pattern: `%d` becomes the report type, `%%` a literal `%`, and
 //!   any other `%x` may be an escape code, so the fixed part of ours has its `%` doubled.
 //! - An inbound UCS-2 text reaches `%a`/`%b` (and a `post-url` body) as raw UTF-16BE bytes;
@@ -15,6 +15,8 @@
 use async_trait::async_trait;
 use axum::http::HeaderMap;
 use ferry_bridge_api::{BridgeError, ErrorKind};
+
+use crate::segments::is_gsm7;
 
 use super::{
     Accepted, Context, Delivery, Event, Hook, HookError, InboundText, Kind, Media, MediaRef,
@@ -391,7 +393,7 @@ fn content_type_charset(headers: &HeaderMap) -> Option<Charset> {
 /// Decodes a text in `charset`; without one, bytes with NULs in them are taken for UCS-2
 /// (no real text has a NUL) and anything else for UTF-8.
 fn decode(raw: &[u8], charset: Option<Charset>) -> String {
-    let charset = charset.unwrap_or(if raw.len() % 2 == 0 && raw.contains(&0) {
+    let charset = charset.unwrap_or(if raw.len().is_multiple_of(2) && raw.contains(&0) {
         Charset::Utf16Be
     } else {
         Charset::Utf8
@@ -409,18 +411,6 @@ fn decode(raw: &[u8], charset: Option<Charset>) -> String {
                 .collect()
         }
     }
-}
-
-/// GSM 03.38's basic character set (without the escape to the extension table).
-const GSM7_BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?\
-                          ¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
-/// GSM 03.38's extension table (two septets each).
-const GSM7_EXTENSION: &str = "\u{c}^{}\\[~]|€";
-
-/// Whether `text` fits the GSM 7-bit alphabet; otherwise it must go as UCS-2.
-fn is_gsm7(text: &str) -> bool {
-    text.chars()
-        .all(|c| GSM7_BASIC.contains(c) || GSM7_EXTENSION.contains(c))
 }
 
 #[cfg(test)]
@@ -731,7 +721,6 @@ mod tests {
 
     #[test]
     fn gsm7_alphabet() {
-        assert_eq!(GSM7_BASIC.chars().count(), 127);
         assert!(is_gsm7("Hello wörld! Grüße, {Δ} €5 @home\n"));
         assert!(!is_gsm7("Grüße 👋"));
         assert!(!is_gsm7("Привет"));

@@ -330,7 +330,11 @@ pub(crate) async fn read_limited(
 }
 
 fn short(e: &reqwest::Error) -> &'static str {
-    if e.is_timeout() { "timed out" } else { "connection lost" }
+    if e.is_timeout() {
+        "timed out"
+    } else {
+        "connection lost"
+    }
 }
 
 /// Constant-time equality of two byte strings.

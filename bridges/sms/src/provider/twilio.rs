@@ -715,6 +715,17 @@ mod tests {
             tw.verify(Hook::Inbound, &post(DOC_URL, &h, body.as_bytes())),
             Ok(())
         );
+        // The same example with the caller +12349013030, as a third-party implementation
+        // citing <https://www.twilio.com/docs/usage/security#validating-requests> gives it
+        // (gist ryanwinchester/ab49855e9acb7352507b8fa92ffe69d0).
+        let params: Vec<(String, String)> = doc_params()
+            .into_iter()
+            .map(|(k, v)| (k, v.replace("+14158675309", "+12349013030")))
+            .collect();
+        assert_eq!(
+            signature(DOC_TOKEN, DOC_URL, &params).as_deref(),
+            Some("0/KCTR6DLpKmkAf8muzZqo1nDgQ=")
+        );
     }
 
     #[test]

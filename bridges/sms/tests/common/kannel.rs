@@ -33,11 +33,13 @@ use tokio::time::Instant;
 
 /// Where Debian's `kannel-extras` puts the fake SMS centre.
 pub const FAKESMSC: &str = "/usr/lib/kannel/test/fakesmsc";
-/// How long starting may take before [`Kannel::start`] panics with the logs.
+/// How long starting may take, all attempts together, before [`Kannel::start`] panics
+/// with the logs.
 const START_DEADLINE: Duration = Duration::from_secs(30);
 /// How long fakesmsc may take to pass an injected line on.
 const INJECT_DEADLINE: Duration = Duration::from_secs(10);
-/// Attempts with fresh ports when one was taken between picking and binding.
+/// Attempts with fresh ports when a box failed (a port was taken between picking and
+/// binding), within [`START_DEADLINE`].
 const ATTEMPTS: usize = 3;
 /// fakesmsc reads stdin lines into a 256-byte buffer (newline and NUL included).
 const MAX_LINE: usize = 254;
@@ -109,9 +111,10 @@ impl Kannel {
                 "kannel option {key:?} is empty or cannot go in kannel.conf"
             );
         }
+        let deadline = Instant::now() + START_DEADLINE;
         let mut why = String::new();
         for attempt in 1..=ATTEMPTS {
-            match Self::try_start(&opts, method).await {
+            match Self::try_start(&opts, method, deadline).await {
                 Ok(k) => return k,
                 Err(e) => {
                     let _ = writeln!(why, "--- attempt {attempt} ---\n{e}");
@@ -121,8 +124,11 @@ impl Kannel {
         panic!("kannel did not start:\n{why}");
     }
 
-    async fn try_start(opts: &KannelOptions, method: Method) -> Result<Kannel, String> {
-        let deadline = Instant::now() + START_DEADLINE;
+    async fn try_start(
+        opts: &KannelOptions,
+        method: Method,
+        deadline: Instant,
+    ) -> Result<Kannel, String> {
         let dir = tempfile::Builder::new()
             .prefix("ferry-kannel-")
             .tempdir()

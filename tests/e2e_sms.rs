@@ -1,0 +1,583 @@
+//! The SMS bridge end to end with a provider that cannot run here (Twilio): real Prosody,
+//! ferry with the real SMS bridge and SQLite, Twilio's API played by Prism validating every
+//! request against Twilio's own OpenAPI description, and webhooks signed as Twilio signs
+//! them. Registration by claiming a number, texts out with receipts from delivery reports,
+//! texts in (with MMS media served under /media), forged, repeated and 1,000 concurrent
+//! webhooks, STOP/START, the daily quota, and the errors of SPEC §4.
+
+mod common;
+
+#[path = "../bridges/sms/tests/common/prism.rs"]
+#[allow(dead_code)]
+mod prism;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use common::client::{self, Client};
+use common::prosody::Prosody;
+use ferry::app::{self, Running};
+use ferry::config::Config;
+use ferry::store::{Cipher, Store};
+use ferry::xml::Element;
+use ferry_bridge_api::BridgeKind;
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
+
+const GW: &str = "sms.localhost";
+const SECRET: &str = "sms-secret";
+const NS_CLIENT: &str = "jabber:client";
+const WAIT: Duration = Duration::from_secs(20);
+const SID: &str = "AC0123456789abcdef0123456789abcdef";
+const TOKEN: &str = "twilio-test-token";
+const ALICE_NUMBER: &str = "+12015550100";
+const FRIEND: &str = "+12015550199";
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n not really a picture, but bytes to compare";
+
+struct Bed {
+    prosody: Prosody,
+    ferry: Running,
+    _prism: prism::Prism,
+    /// `http://127.0.0.1:PORT`: ferry's [http], also its public_url.
+    http: String,
+    /// Where the test serves MMS media.
+    media_base: String,
+    web: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn media_server() -> String {
+    let app = Router::new().route(
+        "/media/pic",
+        get(|| async { ([("content-type", "image/png")], PNG) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+async fn bed(quota: u32) -> Bed {
+    let prosody = Prosody::start(&[(GW, SECRET)], &[("alice", "alice"), ("bob", "bob")]).await;
+    let prism = prism::Prism::start().await;
+    let media_base = media_server().await;
+    let port = free_port();
+    let http = format!("http://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = Config::from_str_at(
+        &format!(
+            r#"[xmpp]
+host = "127.0.0.1"
+port = {}
+allowed = ["localhost"]
+admins = ["admin@localhost"]
+[http]
+listen = "127.0.0.1:{port}"
+public_url = "{http}/"
+[sms]
+domain = "{GW}"
+secret = "{SECRET}"
+default_region = "US"
+quota_per_day = {quota}
+[[sms.provider]]
+name = "tw"
+kind = "twilio"
+account_sid = "{SID}"
+auth_token = "{TOKEN}"
+api_base = "{}"
+[[sms.number]]
+number = "{ALICE_NUMBER}"
+provider = "tw"
+owner = "alice@localhost"
+[[sms.number]]
+number = "+12015550101"
+provider = "tw"
+"#,
+            prosody.component_port, prism.base
+        ),
+        dir.path(),
+    )
+    .expect("config");
+    let store = Store::open(&cfg.database.url, Cipher::from_key([7; 32]))
+        .await
+        .expect("store");
+    store.migrate().await.expect("migrate");
+    let bridges = ferry::bridges::from_config(&cfg, &store).expect("bridges");
+    let ferry = app::start(&cfg, store, bridges)
+        .await
+        .expect("ferry starts");
+    let gw = ferry.gateway(BridgeKind::Sms).expect("gateway");
+    let mut up = gw.connected.clone();
+    tokio::time::timeout(WAIT, up.wait_for(|v| *v))
+        .await
+        .unwrap_or_else(|_| panic!("not linked:\n{}", prosody.log()))
+        .expect("link alive");
+    Bed {
+        prosody,
+        ferry,
+        _prism: prism,
+        http,
+        media_base,
+        web: reqwest::Client::new(),
+        _dir: dir,
+    }
+}
+
+impl Bed {
+    async fn login(&self, user: &str) -> Client {
+        let c = client::login(self.prosody.c2s_port, user, user, "test").await;
+        c.send_presence().await;
+        c
+    }
+
+    /// Posts a Twilio webhook signed with `token` (the right one unless testing forgery).
+    async fn twilio_hook(&self, hook: &str, params: &[(&str, &str)], token: &str) -> (u16, String) {
+        let url = format!("{}/sms/tw/{hook}", self.http);
+        let sig = twilio_signature(token, &url, params);
+        let r = self
+            .web
+            .post(&url)
+            .header("X-Twilio-Signature", sig)
+            .form(params)
+            .send()
+            .await
+            .expect("ferry answers");
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap_or_default())
+    }
+}
+
+/// Twilio's signature: base64(HMAC-SHA1(token, URL + each POST parameter's name and value,
+/// sorted by name)).
+fn twilio_signature(token: &str, url: &str, params: &[(&str, &str)]) -> String {
+    let mut sorted = params.to_vec();
+    sorted.sort();
+    let mut data = url.to_owned();
+    for (k, v) in sorted {
+        data.push_str(k);
+        data.push_str(v);
+    }
+    let mut mac = Hmac::<Sha1>::new_from_slice(token.as_bytes()).expect("any key length");
+    mac.update(data.as_bytes());
+    client::base64(&mac.finalize().into_bytes())
+}
+
+fn inbound<'a>(sid: &'a str, from: &'a str, body: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("MessageSid", sid),
+        ("AccountSid", SID),
+        ("From", from),
+        ("To", ALICE_NUMBER),
+        ("Body", body),
+        ("NumMedia", "0"),
+    ]
+}
+
+fn body(e: &Element) -> String {
+    e.child_text("body", NS_CLIENT).unwrap_or_default()
+}
+
+fn condition(e: &Element) -> Option<String> {
+    let err = e.child("error", NS_CLIENT)?;
+    err.elements()
+        .find(|c| c.ns == "urn:ietf:params:xml:ns:xmpp-stanzas" && c.name != "text")
+        .map(|c| c.name.clone())
+}
+
+fn error_text(e: &Element) -> String {
+    e.child("error", NS_CLIENT)
+        .and_then(|err| err.child_text("text", "urn:ietf:params:xml:ns:xmpp-stanzas"))
+        .unwrap_or_default()
+}
+
+fn contact(number: &str) -> String {
+    format!("{number}@{GW}")
+}
+
+fn chat_from(from: &str) -> impl Fn(&Element) -> bool + '_ {
+    move |e: &Element| {
+        e.name == "message"
+            && e.attr("from") == Some(from)
+            && e.attr("type") == Some("chat")
+            && e.child("body", NS_CLIENT).is_some()
+    }
+}
+
+async fn register(c: &mut Client, id: &str, number: &str) -> Element {
+    c.iq(&format!(
+        "<iq type='set' id='{id}' to='{GW}'><query xmlns='jabber:iq:register'><x xmlns='jabber:x:data' type='submit'><field var='number'><value>{number}</value></field></x></query></iq>"
+    ))
+    .await
+}
+
+/// The provider's id of the text ferry sent for `stanza_id`, once the outbox settled it.
+async fn sent_sid(bed: &Bed, alice: &mut Client, stanza_id: &str) -> String {
+    // An IQ ping to the gateway is a barrier for storing (SPEC §4); the settled counter
+    // moves after each send.
+    let ping = format!(
+        "<iq type='get' id='ping-{stanza_id}' to='{GW}'><ping xmlns='urn:xmpp:ping'/></iq>"
+    );
+    let pong = alice.iq(&ping).await;
+    assert_eq!(pong.attr("type"), Some("result"), "{pong}");
+    let gw = bed.ferry.gateway(BridgeKind::Sms).expect("gw");
+    let mut settled = gw.settled.subscribe();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let row = bed
+            .ferry
+            .store
+            .outbox_by_stanza(stanza_id)
+            .await
+            .expect("store")
+            .unwrap_or_else(|| panic!("{stanza_id} was not stored; got {:?}", alice.backlog()));
+        if let Some(id) = row.remote_message_id {
+            return id;
+        }
+        tokio::time::timeout_at(deadline, settled.changed())
+            .await
+            .unwrap_or_else(|_| panic!("{stanza_id} was not sent: {:?}", row.last_error))
+            .expect("gateway alive");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_send_receive_and_reports_through_prosody_and_prism() {
+    let bed = bed(4).await;
+    let mut alice = bed.login("alice").await;
+    let mut bob = bed.login("bob").await;
+
+    // Discovery says SMS gateway.
+    let r = alice.iq(&format!("<iq type='get' id='d1' to='{GW}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")).await;
+    let q = r
+        .child("query", "http://jabber.org/protocol/disco#info")
+        .expect("query");
+    assert!(
+        q.elements()
+            .any(|e| e.name == "identity" && e.attr("type") == Some("sms")),
+        "{r}"
+    );
+
+    // Not registered yet: registration-required.
+    alice
+        .send(&format!(
+            "<message type='chat' id='early' to='{}'><body>hi</body></message>",
+            contact(FRIEND)
+        ))
+        .await;
+    let e = alice.recv(WAIT, |e| e.attr("id") == Some("early")).await;
+    assert_eq!(
+        condition(&e).as_deref(),
+        Some("registration-required"),
+        "{e}"
+    );
+
+    // The form offers alice her own number and the free one; bob only the free one.
+    let form = alice
+        .iq(&format!(
+            "<iq type='get' id='f1' to='{GW}'><query xmlns='jabber:iq:register'/></iq>"
+        ))
+        .await;
+    let text = client::client_xml(&form);
+    assert!(
+        text.contains(ALICE_NUMBER) && text.contains("+12015550101"),
+        "{text}"
+    );
+    let form = bob
+        .iq(&format!(
+            "<iq type='get' id='f2' to='{GW}'><query xmlns='jabber:iq:register'/></iq>"
+        ))
+        .await;
+    assert!(!client::client_xml(&form).contains(ALICE_NUMBER));
+
+    // Bob may not take alice's number; alice may.
+    let r = register(&mut bob, "rb", ALICE_NUMBER).await;
+    assert_eq!(condition(&r).as_deref(), Some("forbidden"), "{r}");
+    let r = register(&mut alice, "ra", ALICE_NUMBER).await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    alice
+        .recv(WAIT, |e| {
+            e.name == "presence"
+                && e.attr("type") == Some("subscribe")
+                && e.attr("from") == Some(GW)
+        })
+        .await;
+
+    // A number of the wrong length is jid-malformed.
+    alice
+        .send(&format!(
+            "<message type='chat' id='bad' to='+1201555@{GW}'><body>hi</body></message>"
+        ))
+        .await;
+    let e = alice.recv(WAIT, |e| e.attr("id") == Some("bad")).await;
+    assert_eq!(condition(&e).as_deref(), Some("jid-malformed"), "{e}");
+
+    // Out: Prism validates the request against Twilio's OpenAPI description and accepts
+    // it; the receipt waits for the delivery report.
+    let friend = contact(FRIEND);
+    alice
+        .send(&format!("<message type='chat' id='out-1' to='{friend}'><body>Hello from XMPP</body><request xmlns='urn:xmpp:receipts'/></message>"))
+        .await;
+    let sid = sent_sid(&bed, &mut alice, "out-1").await;
+    assert!(sid.starts_with("SM"), "{sid}");
+    let (status, _) = bed
+        .twilio_hook(
+            "status",
+            &[
+                ("MessageSid", &sid),
+                ("MessageStatus", "delivered"),
+                ("From", ALICE_NUMBER),
+                ("To", FRIEND),
+                ("AccountSid", SID),
+            ],
+            TOKEN,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let receipt = alice
+        .recv(WAIT, |e| e.child("received", "urn:xmpp:receipts").is_some())
+        .await;
+    assert_eq!(receipt.attr("from"), Some(friend.as_str()));
+    assert_eq!(
+        receipt
+            .child("received", "urn:xmpp:receipts")
+            .and_then(|r| r.attr("id")),
+        Some("out-1")
+    );
+
+    // A long text: the gateway says how it goes out.
+    let long = "ж".repeat(100);
+    alice
+        .send(&format!(
+            "<message type='chat' id='out-2' to='{friend}'><body>{long}</body></message>"
+        ))
+        .await;
+    let note = alice.recv(WAIT, chat_from(GW)).await;
+    assert!(body(&note).contains("2 SMS segments (UCS-2"), "{note}");
+
+    // A failure report comes back as an error with the provider's reason.
+    alice
+        .send(&format!(
+            "<message type='chat' id='out-3' to='{friend}'><body>will fail</body></message>"
+        ))
+        .await;
+    let sid3 = sent_sid(&bed, &mut alice, "out-3").await;
+    bed.twilio_hook(
+        "status",
+        &[
+            ("MessageSid", &sid3),
+            ("MessageStatus", "undelivered"),
+            ("ErrorCode", "30003"),
+            ("From", ALICE_NUMBER),
+            ("To", FRIEND),
+            ("AccountSid", SID),
+        ],
+        TOKEN,
+    )
+    .await;
+    let e = alice
+        .recv(WAIT, |e| {
+            e.attr("id") == Some("out-3") && e.attr("type") == Some("error")
+        })
+        .await;
+    assert_eq!(
+        condition(&e).as_deref(),
+        Some("recipient-unavailable"),
+        "{e}"
+    );
+    assert!(error_text(&e).contains("30003"), "{e}");
+
+    // In: the first text from a number asks alice to add it, then arrives.
+    let (status, ack) = bed
+        .twilio_hook(
+            "inbound",
+            &inbound("SM00000000000000000000000000000001", FRIEND, "Hi Alice!"),
+            TOKEN,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(ack.contains("<Response/>"), "{ack}");
+    alice
+        .recv(WAIT, |e| {
+            e.name == "presence"
+                && e.attr("type") == Some("subscribe")
+                && e.attr("from") == Some(friend.as_str())
+        })
+        .await;
+    let m = alice.recv(WAIT, chat_from(&friend)).await;
+    assert_eq!(body(&m), "Hi Alice!");
+
+    // A forged webhook: 403, nothing delivered. A repeated one: 200, nothing delivered.
+    let (status, _) = bed
+        .twilio_hook(
+            "inbound",
+            &inbound("SM00000000000000000000000000000002", FRIEND, "forged"),
+            "not-the-token",
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = bed
+        .twilio_hook(
+            "inbound",
+            &inbound("SM00000000000000000000000000000001", FRIEND, "Hi Alice!"),
+            TOKEN,
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // MMS: the media is fetched with Twilio's credentials and served by ferry.
+    let pic = format!("{}/media/pic", bed.media_base);
+    let mut mms = inbound("SM00000000000000000000000000000003", FRIEND, "look");
+    mms.retain(|(k, _)| *k != "NumMedia");
+    mms.extend([
+        ("NumMedia", "1"),
+        ("MediaUrl0", pic.as_str()),
+        ("MediaContentType0", "image/png"),
+    ]);
+    bed.twilio_hook("inbound", &mms, TOKEN).await;
+    let m = alice.recv(WAIT, chat_from(&friend)).await;
+    // The forged and the repeated texts never arrived: the next message is the MMS.
+    assert_eq!(body(&m), "look", "{m}");
+    let url = m
+        .child("x", "jabber:x:oob")
+        .and_then(|x| x.child_text("url", "jabber:x:oob"))
+        .expect("an OOB link");
+    assert!(url.starts_with(&format!("{}/media/", bed.http)), "{url}");
+    let got = bed.web.get(&url).send().await.expect("media");
+    assert_eq!(got.status().as_u16(), 200);
+    assert_eq!(got.bytes().await.expect("bytes").as_ref(), PNG);
+
+    // STOP: texts to that number are refused until START.
+    bed.twilio_hook(
+        "inbound",
+        &inbound("SM00000000000000000000000000000004", FRIEND, "Stop"),
+        TOKEN,
+    )
+    .await;
+    assert_eq!(body(&alice.recv(WAIT, chat_from(&friend)).await), "Stop");
+    alice
+        .send(&format!(
+            "<message type='chat' id='out-4' to='{friend}'><body>still there?</body></message>"
+        ))
+        .await;
+    let e = alice.recv(WAIT, |e| e.attr("id") == Some("out-4")).await;
+    assert_eq!(condition(&e).as_deref(), Some("not-acceptable"), "{e}");
+    assert_eq!(error_text(&e), "recipient opted out (STOP)");
+    bed.twilio_hook(
+        "inbound",
+        &inbound("SM00000000000000000000000000000005", FRIEND, "START"),
+        TOKEN,
+    )
+    .await;
+    assert_eq!(body(&alice.recv(WAIT, chat_from(&friend)).await), "START");
+
+    // The quota (4 a day) counts out-1..3; the fourth goes, the fifth is refused.
+    alice
+        .send(&format!(
+            "<message type='chat' id='out-5' to='{friend}'><body>back again</body></message>"
+        ))
+        .await;
+    sent_sid(&bed, &mut alice, "out-5").await;
+    alice
+        .send(&format!(
+            "<message type='chat' id='out-6' to='{friend}'><body>one too many</body></message>"
+        ))
+        .await;
+    let e = alice.recv(WAIT, |e| e.attr("id") == Some("out-6")).await;
+    assert_eq!(condition(&e).as_deref(), Some("resource-constraint"), "{e}");
+
+    // Health and metrics.
+    let h = bed
+        .web
+        .get(format!("{}/healthz", bed.http))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(h.status().as_u16(), 200, "{:?}", h.text().await);
+    let metrics = bed
+        .web
+        .get(format!("{}/metrics", bed.http))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("ferry_sms_webhooks_total{outcome=\"forbidden\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "ferry_messages_total{bridge=\"sms\",direction=\"in\",outcome=\"duplicate\"} 1"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_copies_of_one_webhook_make_one_message() {
+    let bed = bed(0).await;
+    let mut alice = bed.login("alice").await;
+    let r = register(&mut alice, "ra", ALICE_NUMBER).await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+
+    let params = inbound("SM0000000000000000000000000000abcd", FRIEND, "only once");
+    let url = format!("{}/sms/tw/inbound", bed.http);
+    let sig = twilio_signature(TOKEN, &url, &params);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..1000 {
+        let web = bed.web.clone();
+        let (url, sig) = (url.clone(), sig.clone());
+        let params: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        tasks.spawn(async move {
+            web.post(&url)
+                .header("X-Twilio-Signature", sig)
+                .form(&params)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        });
+    }
+    let mut ok = 0;
+    while let Some(r) = tasks.join_next().await {
+        let status = r.expect("task").expect("ferry answers");
+        assert_eq!(status, 200);
+        ok += 1;
+    }
+    assert_eq!(ok, 1000);
+    // A marker after them all: texts are handed on in the order they were kept, so when
+    // the marker arrives every copy that could arrive has.
+    bed.twilio_hook(
+        "inbound",
+        &inbound("SM0000000000000000000000000000ffff", FRIEND, "marker"),
+        TOKEN,
+    )
+    .await;
+    let friend = contact(FRIEND);
+    let mut copies = 0;
+    loop {
+        let m = alice.recv(WAIT, chat_from(&friend)).await;
+        match body(&m).as_str() {
+            "only once" => copies += 1,
+            "marker" => break,
+            other => panic!("unexpected text {other:?}"),
+        }
+    }
+    println!("1000 concurrent copies of one webhook -> {copies} XMPP message(s)");
+    assert_eq!(copies, 1);
+}
