@@ -204,7 +204,186 @@ on_both_backends!(
     kv_round_trip,
     feed_store_lifecycle,
     concurrent_feed_claimers_never_share_a_feed,
+    sms_store_lifecycle,
 );
+
+async fn sms_store_lifecycle(db: &TestDb) {
+    use ferry_sms::store::{ClaimOutcome, NewInbound, NewPart, SmsStore};
+    let s = db.migrated().await;
+    let creds = Credentials::from([("number".to_owned(), "+12015550100".to_owned())]);
+    let alice = s
+        .upsert_account(BridgeKind::Sms, "alice@example.org", &creds)
+        .await
+        .expect("alice");
+
+    // Claims: one holder per number, one number per user; an admin may reassign.
+    assert_eq!(
+        s.claim_number("+12015550100", "alice@example.org")
+            .await
+            .expect("claim"),
+        ClaimOutcome::Claimed
+    );
+    assert_eq!(
+        s.claim_number("+12015550100", "bob@example.org")
+            .await
+            .expect("claim"),
+        ClaimOutcome::TakenBy("alice@example.org".into())
+    );
+    assert_eq!(
+        s.owner_account("+12015550100").await.expect("owner"),
+        Some(alice)
+    );
+    assert_eq!(s.owner_account("+12015550101").await.expect("owner"), None);
+    s.claim_number("+12015550101", "alice@example.org")
+        .await
+        .expect("move");
+    let claims = s.claims().await.expect("claims");
+    assert_eq!(claims.len(), 1, "{claims:?}");
+    assert_eq!(claims[0].number, "+12015550101");
+    s.assign_number("+12015550100", "alice@example.org")
+        .await
+        .expect("assign");
+    assert_eq!(
+        s.owner_account("+12015550100").await.expect("owner"),
+        Some(alice)
+    );
+    assert!(s.release_number("+12015550100").await.expect("free"));
+    assert!(!s.release_number("+12015550100").await.expect("free again"));
+    s.claim_number("+12015550100", "alice@example.org")
+        .await
+        .expect("claim back");
+
+    // Opt-outs.
+    assert!(
+        !s.opted_out("+12015550100", "+12015550123")
+            .await
+            .expect("q")
+    );
+    s.set_opt_out("+12015550100", "+12015550123", true)
+        .await
+        .expect("stop");
+    s.set_opt_out("+12015550100", "+12015550123", true)
+        .await
+        .expect("stop twice");
+    assert!(
+        s.opted_out("+12015550100", "+12015550123")
+            .await
+            .expect("q")
+    );
+    s.set_opt_out("+12015550100", "+12015550123", false)
+        .await
+        .expect("start");
+    assert!(
+        !s.opted_out("+12015550100", "+12015550123")
+            .await
+            .expect("q")
+    );
+
+    // Inbound texts: of 40 concurrent copies, one is kept; it is pending until delivered.
+    let text = NewInbound {
+        provider: "tw".into(),
+        message_id: "SM1".into(),
+        account: alice,
+        sender: "+12015550123".into(),
+        recipient: "+12015550100".into(),
+        body: "hello".into(),
+        media: "[]".into(),
+    };
+    let mut tasks = JoinSet::new();
+    for _ in 0..40 {
+        let (s, t) = (s.clone(), text.clone());
+        tasks.spawn(async move { s.accept_inbound(&t).await });
+    }
+    let mut kept = 0;
+    while let Some(r) = tasks.join_next().await {
+        if r.expect("task").expect("accept") {
+            kept += 1;
+        }
+    }
+    assert_eq!(kept, 1);
+    let pending = s.pending_inbound(10).await.expect("pending");
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].text, text);
+    s.inbound_delivered(pending[0].id).await.expect("delivered");
+    assert!(s.pending_inbound(10).await.expect("pending").is_empty());
+    assert!(!s.accept_inbound(&text).await.expect("still a repeat"));
+
+    // Parts of a long text, out of order and repeated, join once complete.
+    let part = |i: u32, body: &str| NewPart {
+        provider: "vonage".into(),
+        sender: "+447700900001".into(),
+        reference: "ref-9".into(),
+        index: i,
+        total: 3,
+        body: body.into(),
+    };
+    assert_eq!(s.put_part(&part(2, "b")).await.expect("p2"), None);
+    assert_eq!(s.put_part(&part(2, "b")).await.expect("p2 again"), None);
+    assert_eq!(s.put_part(&part(1, "a")).await.expect("p1"), None);
+    assert_eq!(
+        s.put_part(&part(3, "c")).await.expect("p3").as_deref(),
+        Some("abc")
+    );
+
+    // The quota counts the account's recent outbox rows.
+    assert_eq!(s.texts_since(alice, 0).await.expect("count"), 0);
+    let row = NewOutbox {
+        bridge: BridgeKind::Sms,
+        account: alice,
+        recipient: "+12015550123".into(),
+        payload: "{}".into(),
+        from_jid: "alice@example.org/phone".into(),
+        stanza_id: Some("m1".into()),
+        want_receipt: true,
+    };
+    let id = s.enqueue(&row).await.expect("enqueue");
+    assert_eq!(s.texts_since(alice, 0).await.expect("count"), 1);
+    assert_eq!(
+        s.texts_since(alice, now_ms() + 60_000)
+            .await
+            .expect("count"),
+        0
+    );
+    // A report can name ferry's own reference before the provider's id is settled.
+    assert_eq!(
+        s.account_for_sent(&format!("sms-{id}"))
+            .await
+            .expect("by ref"),
+        Some(alice)
+    );
+    assert!(s.mark_sent(id, "SMabc").await.expect("sent"));
+    assert_eq!(
+        s.account_for_sent("SMabc").await.expect("by sid"),
+        Some(alice)
+    );
+    assert_eq!(s.account_for_sent("SMnope").await.expect("unknown"), None);
+
+    // Media round trip.
+    let bytes = vec![0u8, 1, 2, 255, 254];
+    let token = s
+        .put_media("mms-1.png", "image/png", &bytes)
+        .await
+        .expect("put");
+    assert_eq!(token.len(), 48);
+    let m = s.media(&token).await.expect("get").expect("kept");
+    assert_eq!(
+        (m.name.as_str(), m.content_type.as_str()),
+        ("mms-1.png", "image/png")
+    );
+    assert_eq!(m.data, bytes);
+    assert_eq!(s.media("0".repeat(48).as_str()).await.expect("get"), None);
+    s.prune(now_ms() + 1_000).await.expect("prune");
+    assert!(
+        s.media(&token).await.expect("get").is_some(),
+        "media outlives texts"
+    );
+
+    // Unregistering releases the claim.
+    s.release_numbers_of("alice@example.org")
+        .await
+        .expect("release");
+    assert_eq!(s.owner_account("+12015550100").await.expect("owner"), None);
+}
 
 async fn feed_store_lifecycle(db: &TestDb) {
     use ferry_rss::engine::FeedStore;
@@ -402,7 +581,11 @@ async fn migrations_are_idempotent(db: &TestDb) {
     let store = db.store().await;
     assert_eq!(
         store.migrate().await.expect("first migrate"),
-        vec!["0001_init".to_owned(), "0002_feeds".to_owned()]
+        vec![
+            "0001_init".to_owned(),
+            "0002_feeds".to_owned(),
+            "0003_sms".to_owned()
+        ]
     );
     assert!(store.migrate().await.expect("second migrate").is_empty());
     // Another process finds the schema current as well.
@@ -416,7 +599,11 @@ async fn migrations_are_idempotent(db: &TestDb) {
             .expect("read ferry_migrations");
     assert_eq!(
         recorded,
-        vec![(1, "0001_init".to_owned()), (2, "0002_feeds".to_owned())]
+        vec![
+            (1, "0001_init".to_owned()),
+            (2, "0002_feeds".to_owned()),
+            (3, "0003_sms".to_owned())
+        ]
     );
 }
 
@@ -436,7 +623,11 @@ async fn concurrent_migrations_apply_once(db: &TestDb) {
     applied.sort();
     assert_eq!(
         applied,
-        vec!["0001_init".to_owned(), "0002_feeds".to_owned()]
+        vec![
+            "0001_init".to_owned(),
+            "0002_feeds".to_owned(),
+            "0003_sms".to_owned()
+        ]
     );
     let store = db.store().await;
     assert!(store.migrate().await.expect("migrate after").is_empty());
@@ -1233,7 +1424,7 @@ async fn sqlite_in_memory_works() {
     let s = Store::open("sqlite::memory:", Cipher::from_key(KEY))
         .await
         .expect("open");
-    assert_eq!(s.migrate().await.expect("migrate").len(), 2);
+    assert_eq!(s.migrate().await.expect("migrate").len(), 3);
     let id = s
         .upsert_account(BridgeKind::Rss, "a@example.org", &creds(&[("k", "v")]))
         .await
