@@ -291,6 +291,8 @@ delivery = "loud"
 fn provider_name_mismatch_and_interval_order() {
     let errors = problems(
         r#"
+[http]
+listen = "127.0.0.1:8080"
 [sms]
 domain = "sms.example.org"
 secret = "s"
@@ -320,6 +322,27 @@ min_interval = "2h"
 }
 
 #[test]
+fn sms_needs_http_for_its_webhooks() {
+    let errors = problems(
+        r#"
+[sms]
+domain = "sms.example.org"
+secret = "s"
+[[sms.provider]]
+name = "main"
+kind = "twilio"
+account_sid = "AC1"
+auth_token = "t"
+[[sms.number]]
+number = "+12015550100"
+provider = "main"
+"#,
+    );
+    assert!(message_of(&errors, "http").contains("webhooks"), "{errors}");
+    assert_eq!(errors.0.len(), 1, "{errors}");
+}
+
+#[test]
 fn unknown_keys_are_named() {
     let errors = problems(
         r#"
@@ -338,6 +361,9 @@ interval = "5m"
 
 [rss.extra]
 a = 1
+
+[http]
+listen = "127.0.0.1:8080"
 
 [sms]
 domain = "sms.example.org"

@@ -70,7 +70,11 @@ async fn media_server() -> String {
 }
 
 async fn bed(quota: u32) -> Bed {
-    let prosody = Prosody::start(&[(GW, SECRET)], &[("alice", "alice"), ("bob", "bob")]).await;
+    let prosody = Prosody::start(
+        &[(GW, SECRET)],
+        &[("alice", "alice"), ("bob", "bob"), ("admin", "admin")],
+    )
+    .await;
     let prism = prism::Prism::start().await;
     let media_base = media_server().await;
     let port = free_port();
@@ -330,7 +334,7 @@ async fn register_send_receive_and_reports_through_prosody_and_prism() {
         .send(&format!("<message type='chat' id='out-1' to='{friend}'><body>Hello from XMPP</body><request xmlns='urn:xmpp:receipts'/></message>"))
         .await;
     let sid = sent_sid(&bed, &mut alice, "out-1").await;
-    assert!(sid.starts_with("SM"), "{sid}");
+    assert!(sid.starts_with("SM") || sid.starts_with("MM"), "{sid}");
     let (status, _) = bed
         .twilio_hook(
             "status",
@@ -580,4 +584,81 @@ async fn a_thousand_copies_of_one_webhook_make_one_message() {
     }
     println!("1000 concurrent copies of one webhook -> {copies} XMPP message(s)");
     assert_eq!(copies, 1);
+}
+
+/// A chat command to the gateway and its answer.
+async fn command(c: &mut Client, text: &str) -> String {
+    c.send(&format!(
+        "<message type='chat' to='{GW}'><body>{text}</body></message>"
+    ))
+    .await;
+    body(&c.recv(WAIT, chat_from(GW)).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_assign_and_free_numbers() {
+    let bed = bed(0).await;
+    let mut admin = bed.login("admin").await;
+    let mut bob = bed.login("bob").await;
+
+    let list = command(&mut admin, "numbers").await;
+    assert!(
+        list.contains(&format!(
+            "{ALICE_NUMBER} via tw: free, reserved for alice@localhost"
+        )),
+        "{list}"
+    );
+    assert!(list.contains("+12015550101 via tw: free"), "{list}");
+
+    // Not for users: the command is not even listed for them.
+    let refused = command(&mut bob, "assign +12015550101 bob@localhost").await;
+    assert!(refused.contains("unknown command"), "{refused}");
+    assert!(!command(&mut bob, "help").await.contains("assign"));
+    assert!(
+        command(&mut admin, "help")
+            .await
+            .contains("assign NUMBER JID")
+    );
+
+    let r = command(&mut admin, "assign (201) 555-0101 bob@localhost").await;
+    assert_eq!(
+        r,
+        "+12015550101 now belongs to bob@localhost; they register with it to start"
+    );
+    assert!(
+        command(&mut admin, "numbers")
+            .await
+            .contains("+12015550101 via tw: bob@localhost")
+    );
+    let r = command(&mut admin, "assign +12015550177 bob@localhost").await;
+    assert!(r.contains("is not one of this gateway's numbers"), "{r}");
+
+    // Bob registers with the number assigned to him; a stranger's claim on it is refused.
+    let r = register(&mut bob, "rb", "+12015550101").await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let mut alice = bed.login("alice").await;
+    let r = register(&mut alice, "ra", "+12015550101").await;
+    assert_eq!(condition(&r).as_deref(), Some("not-acceptable"), "{r}");
+    assert!(error_text(&r).contains("already taken"), "{r}");
+
+    assert_eq!(
+        command(&mut admin, "free +12015550101").await,
+        "+12015550101 is free"
+    );
+    assert_eq!(
+        command(&mut admin, "free +12015550101").await,
+        "+12015550101 was not held by anyone"
+    );
+    // Unregistering frees a number too.
+    let r = register(&mut alice, "ra2", "+12015550101").await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let r = alice
+        .iq(&format!("<iq type='set' id='un' to='{GW}'><query xmlns='jabber:iq:register'><remove/></query></iq>"))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    assert!(
+        command(&mut admin, "numbers")
+            .await
+            .contains("+12015550101 via tw: free")
+    );
 }

@@ -44,6 +44,12 @@ pub(super) fn build(root: &toml::Table, ctx: &mut Ctx) -> Option<Config> {
             "no bridge configured: add [email], [sms] or [rss]",
         );
     }
+    if root.contains_key("sms") && !root.contains_key("http") {
+        ctx.problem(
+            "http",
+            "the SMS bridge needs [http] (listen, public_url): providers deliver texts and reports to its webhooks",
+        );
+    }
 
     Some(Config {
         base_dir: ctx.base_dir.to_path_buf(),

@@ -480,11 +480,13 @@ impl Bridge for SmsBridge {
                 Ok(out)
             }
             "assign" => {
-                let mut words = args.split_whitespace();
-                let (Some(number), Some(jid), None) = (words.next(), words.next(), words.next())
-                else {
+                // The JID is the last word; the number may be spelled with spaces.
+                let Some((number, jid)) = args.trim().rsplit_once(char::is_whitespace) else {
                     return Err(BridgeError::malformed("usage: assign NUMBER JID"));
                 };
+                if !jid.contains('@') {
+                    return Err(BridgeError::malformed("usage: assign NUMBER JID"));
+                }
                 let number = Number::parse(number, region)?;
                 if self.inner.entry(number.as_str()).is_none() {
                     return Err(BridgeError::new(
