@@ -30,9 +30,17 @@ impl ferry_bridge_api::Counters for Metrics {
                 ),
                 1,
             ),
-            "ferry_sms_inbound_duplicate" => self.message("sms", "in", "duplicate"),
             other => tracing::debug!("a bridge counted an unknown metric {other}"),
         }
+    }
+
+    fn message(
+        &self,
+        bridge: ferry_bridge_api::BridgeKind,
+        direction: &'static str,
+        outcome: &'static str,
+    ) {
+        Metrics::message(self, bridge.as_str(), direction, outcome);
     }
 }
 

@@ -8,20 +8,17 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::client::{self, Client};
+use common::client::{self, Client, condition};
 use common::prosody::Prosody;
 use ferry::app::{self, BridgeSpec, Running};
 use ferry::config::Config;
 use ferry::store::{Cipher, Store};
-use ferry::xml::Element;
 use ferry_bridge_api::BridgeKind;
 use ferry_bridge_api::fake::FakeBridge;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const GW: &str = "fake.localhost";
 const SECRET: &str = "component-secret";
-const NS_CLIENT: &str = "jabber:client";
-const NS_ERR: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 
 struct Bed {
     prosody: Prosody,
@@ -108,13 +105,6 @@ impl Bed {
         let body = buf.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
         (status, body)
     }
-}
-
-fn condition(e: &Element) -> Option<String> {
-    e.child("error", NS_CLIENT)?
-        .elements()
-        .find(|c| c.ns == NS_ERR && c.name != "text")
-        .map(|c| c.name.clone())
 }
 
 const REGISTER_FORM: &str = "<query xmlns='jabber:iq:register'><x xmlns='jabber:x:data' type='submit'><field var='email'><value>alice@mail.example</value></field><field var='password'><value>PASSWORD</value></field></x></query>";

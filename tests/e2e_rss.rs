@@ -11,11 +11,10 @@ mod server;
 
 use std::time::Duration;
 
-use common::client::{self, Client};
+use common::client::{self, Client, body};
 use common::prosody::Prosody;
-use ferry::app::{self, Running};
+use ferry::app::Running;
 use ferry::config::Config;
-use ferry::store::{Cipher, Store};
 use ferry::xml::Element;
 use ferry_bridge_api::BridgeKind;
 use server::{Route, TestServer};
@@ -70,20 +69,7 @@ async fn bed() -> Bed {
         dir.path(),
     )
     .expect("config");
-    let store = Store::open(&cfg.database.url, Cipher::from_key([5; 32]))
-        .await
-        .expect("store");
-    store.migrate().await.expect("migrate");
-    let bridges = ferry::bridges::from_config(&cfg, &store).expect("bridges");
-    let ferry = app::start(&cfg, store, bridges)
-        .await
-        .expect("ferry starts");
-    let gw = ferry.gateway(BridgeKind::Rss).expect("gateway");
-    let mut up = gw.connected.clone();
-    tokio::time::timeout(WAIT, up.wait_for(|v| *v))
-        .await
-        .unwrap_or_else(|_| panic!("not linked:\n{}", prosody.log()))
-        .expect("link alive");
+    let ferry = common::start_ferry(&cfg, BridgeKind::Rss, &prosody).await;
     Bed {
         prosody,
         ferry,
@@ -96,10 +82,6 @@ async fn login(bed: &Bed) -> Client {
     let c = client::login(bed.prosody.c2s_port, "alice", "alice", "test").await;
     c.send_presence().await;
     c
-}
-
-fn body(e: &Element) -> String {
-    e.child_text("body", NS_CLIENT).unwrap_or_default()
 }
 
 fn is_msg_from(e: &Element, from: &str) -> bool {

@@ -15,11 +15,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use common::client::{self, Client};
+use common::client::{self, Client, body, condition, error_text};
 use common::prosody::Prosody;
-use ferry::app::{self, Running};
+use ferry::app::Running;
 use ferry::config::Config;
-use ferry::store::{Cipher, Store};
 use ferry::xml::Element;
 use ferry_bridge_api::BridgeKind;
 use hmac::{Hmac, Mac};
@@ -47,13 +46,6 @@ struct Bed {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 async fn media_server() -> String {
     let app = Router::new().route(
         "/media/pic",
@@ -77,7 +69,7 @@ async fn bed(quota: u32) -> Bed {
     .await;
     let prism = prism::Prism::start().await;
     let media_base = media_server().await;
-    let port = free_port();
+    let port = common::free_port();
     let http = format!("http://127.0.0.1:{port}");
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = Config::from_str_at(
@@ -114,20 +106,7 @@ provider = "tw"
         dir.path(),
     )
     .expect("config");
-    let store = Store::open(&cfg.database.url, Cipher::from_key([7; 32]))
-        .await
-        .expect("store");
-    store.migrate().await.expect("migrate");
-    let bridges = ferry::bridges::from_config(&cfg, &store).expect("bridges");
-    let ferry = app::start(&cfg, store, bridges)
-        .await
-        .expect("ferry starts");
-    let gw = ferry.gateway(BridgeKind::Sms).expect("gateway");
-    let mut up = gw.connected.clone();
-    tokio::time::timeout(WAIT, up.wait_for(|v| *v))
-        .await
-        .unwrap_or_else(|_| panic!("not linked:\n{}", prosody.log()))
-        .expect("link alive");
+    let ferry = common::start_ferry(&cfg, BridgeKind::Sms, &prosody).await;
     Bed {
         prosody,
         ferry,
@@ -187,23 +166,6 @@ fn inbound<'a>(sid: &'a str, from: &'a str, body: &'a str) -> Vec<(&'a str, &'a 
         ("Body", body),
         ("NumMedia", "0"),
     ]
-}
-
-fn body(e: &Element) -> String {
-    e.child_text("body", NS_CLIENT).unwrap_or_default()
-}
-
-fn condition(e: &Element) -> Option<String> {
-    let err = e.child("error", NS_CLIENT)?;
-    err.elements()
-        .find(|c| c.ns == "urn:ietf:params:xml:ns:xmpp-stanzas" && c.name != "text")
-        .map(|c| c.name.clone())
-}
-
-fn error_text(e: &Element) -> String {
-    e.child("error", NS_CLIENT)
-        .and_then(|err| err.child_text("text", "urn:ietf:params:xml:ns:xmpp-stanzas"))
-        .unwrap_or_default()
 }
 
 fn contact(number: &str) -> String {

@@ -18,11 +18,10 @@ mod kannel;
 
 use std::time::Duration;
 
-use common::client::{self, Client};
+use common::client::{self, Client, body, condition, error_text};
 use common::prosody::Prosody;
-use ferry::app::{self, Running};
+use ferry::app::Running;
 use ferry::config::Config;
-use ferry::store::{Cipher, Store};
 use ferry::xml::Element;
 use ferry_bridge_api::BridgeKind;
 use kannel::{Kannel, KannelOptions, SentText};
@@ -96,21 +95,8 @@ owner = "alice@localhost"
         dir.path(),
     )
     .expect("config");
-    let store = Store::open(&cfg.database.url, Cipher::from_key([7; 32]))
-        .await
-        .expect("store");
-    store.migrate().await.expect("migrate");
-    let bridges = ferry::bridges::from_config(&cfg, &store).expect("bridges");
     drop(reserved);
-    let ferry = app::start(&cfg, store, bridges)
-        .await
-        .expect("ferry starts");
-    let gw = ferry.gateway(BridgeKind::Sms).expect("gateway");
-    let mut up = gw.connected.clone();
-    tokio::time::timeout(WAIT, up.wait_for(|v| *v))
-        .await
-        .unwrap_or_else(|_| panic!("not linked:\n{}", prosody.log()))
-        .expect("link alive");
+    let ferry = common::start_ferry(&cfg, BridgeKind::Sms, &prosody).await;
     Bed {
         prosody,
         kannel,
@@ -164,23 +150,6 @@ impl Bed {
         prosody.stop().await;
         drop(self.kannel);
     }
-}
-
-fn body(e: &Element) -> String {
-    e.child_text("body", NS_CLIENT).unwrap_or_default()
-}
-
-fn condition(e: &Element) -> Option<String> {
-    let err = e.child("error", NS_CLIENT)?;
-    err.elements()
-        .find(|c| c.ns == "urn:ietf:params:xml:ns:xmpp-stanzas" && c.name != "text")
-        .map(|c| c.name.clone())
-}
-
-fn error_text(e: &Element) -> String {
-    e.child("error", NS_CLIENT)
-        .and_then(|err| err.child_text("text", "urn:ietf:params:xml:ns:xmpp-stanzas"))
-        .unwrap_or_default()
 }
 
 fn contact(number: &str) -> String {

@@ -464,3 +464,25 @@ pub fn base64(data: &[u8]) -> String {
     }
     out
 }
+
+const NS_STANZA_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+
+/// A stanza's `<body/>` text (empty when it has none).
+pub fn body(e: &Element) -> String {
+    e.child_text("body", NS_CLIENT).unwrap_or_default()
+}
+
+/// The defined condition of an error stanza (`item-not-found`, …).
+pub fn condition(e: &Element) -> Option<String> {
+    e.child("error", NS_CLIENT)?
+        .elements()
+        .find(|c| c.ns == NS_STANZA_ERRORS && c.name != "text")
+        .map(|c| c.name.clone())
+}
+
+/// An error stanza's `<text/>` (empty when it has none).
+pub fn error_text(e: &Element) -> String {
+    e.child("error", NS_CLIENT)
+        .and_then(|err| err.child_text("text", NS_STANZA_ERRORS))
+        .unwrap_or_default()
+}

@@ -288,12 +288,28 @@ pub struct Hub {
 /// A place to count outcomes (the core's metrics registry).
 pub trait Counters: Send + Sync {
     fn count(&self, metric: &'static str, outcome: &'static str);
+
+    /// Counts one message of `bridge` in `ferry_messages_total` (e.g. an inbound repeat
+    /// a bridge dropped itself, as `("in", "duplicate")`).
+    fn message(&self, bridge: BridgeKind, direction: &'static str, outcome: &'static str) {
+        let _ = (bridge, direction, outcome);
+    }
 }
 
 impl Hub {
     /// Counts one `outcome` of `metric` (e.g. `("ferry_feed_fetches_total", "ok")`).
     pub fn count(&self, metric: &'static str, outcome: &'static str) {
         self.counters.count(metric, outcome);
+    }
+
+    /// Counts one message in `ferry_messages_total`.
+    pub fn count_message(
+        &self,
+        bridge: BridgeKind,
+        direction: &'static str,
+        outcome: &'static str,
+    ) {
+        self.counters.message(bridge, direction, outcome);
     }
 }
 

@@ -185,12 +185,6 @@ impl SmsBridge {
             }),
         })
     }
-
-    /// Checks every provider's credentials now (also done by [`Bridge::serve`]); the
-    /// problems found, by provider.
-    pub async fn check_providers(&self) -> Vec<(String, String)> {
-        self.inner.check_providers().await
-    }
 }
 
 impl Inner {
@@ -207,20 +201,18 @@ impl Inner {
         self.settings.numbers.iter().find(|n| n.number == number)
     }
 
-    async fn check_providers(&self) -> Vec<(String, String)> {
-        let mut problems = Vec::new();
+    /// Checks every provider's credentials; the outcome goes to [`Health`].
+    async fn check_providers(&self) {
         for (name, p) in &self.providers {
             let r = p.check().await;
             self.health.record(name, &r);
             match r {
                 Ok(()) => tracing::info!(provider = %name, "SMS provider credentials accepted"),
                 Err(e) => {
-                    tracing::error!(provider = %name, "SMS provider check failed: {}", e.text);
-                    problems.push((name.clone(), e.text));
+                    tracing::error!(provider = %name, "SMS provider check failed: {}", e.text)
                 }
             }
         }
-        problems
     }
 
     fn parse_number(&self, raw: &str) -> Result<ParsedAddress, BridgeError> {
@@ -402,7 +394,7 @@ impl Bridge for SmsBridge {
     async fn admit(&self, account: AccountId, to: &RemoteId) -> Result<(), BridgeError> {
         let quota = self.inner.settings.quota_per_day;
         if quota > 0 {
-            let since = store_now_ms() - 24 * 3_600_000;
+            let since = now_ms() - 24 * 3_600_000;
             if self.inner.store.texts_since(account, since).await? >= i64::from(quota) {
                 return Err(BridgeError::new(
                     ErrorKind::ResourceConstraint,
@@ -524,7 +516,7 @@ pub(crate) fn opted_out() -> BridgeError {
 }
 
 /// Unix milliseconds now.
-pub(crate) fn store_now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -3,7 +3,7 @@
 //! twice), UCS-2 otherwise (70, or 67 per segment; characters beyond the BMP count twice).
 
 /// GSM 03.38 basic character set.
-const BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\u{1b}ÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?\
+const BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?\
 ¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
 /// The extension table: each costs an escape plus itself.
 const EXTENSION: &str = "\u{c}^{}\\[~]|€";

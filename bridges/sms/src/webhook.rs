@@ -23,7 +23,7 @@ use crate::provider::{
     Delivery, Event, Hook, HookError, InboundText, MediaRef, Request, StatusReport,
 };
 use crate::store::{NewInbound, NewPart};
-use crate::{Inner, START_WORDS, STOP_WORDS, store_now_ms};
+use crate::{Inner, START_WORDS, STOP_WORDS, now_ms};
 
 /// How long delivered texts and unfinished parts are kept (for de-duplication of late
 /// repeats).
@@ -72,7 +72,7 @@ async fn handle(
         query,
         headers: &headers,
         body: &body,
-        now: store_now_ms() / 1000,
+        now: now_ms() / 1000,
     };
     if let Err(e) = provider.verify(hook, &req) {
         tracing::warn!(provider = %name, hook = hook.as_str(), "webhook refused: {e}");
@@ -173,7 +173,7 @@ async fn take_inbound(inner: &Inner, provider: &str, t: InboundText) -> Result<b
         .await?;
     if !fresh {
         if let Some(hub) = inner.hub.get() {
-            hub.count("ferry_sms_inbound_duplicate", "duplicate");
+            hub.count_message(ferry_bridge_api::BridgeKind::Sms, "in", "duplicate");
         }
         return Ok(false);
     }
@@ -257,7 +257,7 @@ pub(crate) async fn serve(inner: Arc<Inner>, hub: Hub) {
         let worked = deliver_pending(&inner, &hub).await;
         if last_prune.elapsed() > Duration::from_secs(3600) {
             last_prune = tokio::time::Instant::now();
-            if let Err(e) = inner.store.prune(store_now_ms() - KEEP_MS).await {
+            if let Err(e) = inner.store.prune(now_ms() - KEEP_MS).await {
                 tracing::warn!("sms: pruning failed: {e}");
             }
         }

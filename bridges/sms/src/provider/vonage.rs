@@ -10,6 +10,7 @@
 //! <https://developer.vonage.com/en/api-errors/sms> (send status codes) and
 //! <https://api.support.vonage.com/hc/en-us/articles/204014733> (receipt `err-code`s).
 
+use crate::segments::is_gsm7;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
@@ -422,27 +423,6 @@ fn receipt_error(code: &str) -> Option<&'static str> {
         "13" => "subscriber age restriction",
         "14" => "number blocked by carrier",
         _ => return None,
-    })
-}
-
-/// Whether every character of `s` is in the GSM 03.38 default alphabet or its extension
-/// table, so the text can go as `type=text` (GSM-7) rather than `unicode` (UCS-2).
-pub fn is_gsm7(s: &str) -> bool {
-    s.chars().all(|c| {
-        c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                // Basic set: the ASCII punctuation it shares, then the rest by row.
-                ' ' | '!' | '"' | '#' | '%' | '&' | '\'' | '(' | ')' | '*' | '+' | ','
-                    | '-' | '.' | '/' | ':' | ';' | '<' | '=' | '>' | '?' | '_' | '@' | '$'
-                    | '\n' | '\r'
-                    | '£' | '¥' | 'è' | 'é' | 'ù' | 'ì' | 'ò' | 'Ç' | 'Ø' | 'ø' | 'Å' | 'å'
-                    | 'Δ' | 'Φ' | 'Γ' | 'Λ' | 'Ω' | 'Π' | 'Ψ' | 'Σ' | 'Θ' | 'Ξ'
-                    | 'Æ' | 'æ' | 'ß' | 'É' | '¤' | '¡' | 'Ä' | 'Ö' | 'Ñ' | 'Ü' | '§'
-                    | '¿' | 'ä' | 'ö' | 'ñ' | 'ü' | 'à'
-                    // Extension table (sent as escape + character).
-                    | '\u{0C}' | '^' | '{' | '}' | '\\' | '[' | '~' | ']' | '|' | '€'
-            )
     })
 }
 
