@@ -11,6 +11,10 @@ PACKAGES=(
   lua-unbound
   kannel
   kannel-extras
+  dovecot-imapd
+  dovecot-lmtpd
+  dovecot-submissiond
+  opensmtpd
 )
 
 PG_URL_HOST=127.0.0.1
@@ -55,6 +59,34 @@ if [ "${#missing[@]}" -gt 0 ]; then
 else
   log "Debian packages present"
 fi
+
+# --- System mail daemons ------------------------------------------------------------------
+# The mail tests run their own Dovecot and OpenSMTPD in the foreground on free loopback
+# ports (tests/common/mail.rs). The system instances the packages start (on 25, 143, 993,
+# 587) are not used: stop them and keep them from starting at boot. Works with systemd,
+# with SysV init scripts, and in containers that have neither (there they never started).
+for svc in dovecot opensmtpd; do
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    "${SUDO[@]}" systemctl disable --now "$svc" >/dev/null 2>&1 || true
+  else
+    if [ -x "/etc/init.d/$svc" ]; then
+      "${SUDO[@]}" "/etc/init.d/$svc" stop >/dev/null 2>&1 || true
+    fi
+    if command -v update-rc.d >/dev/null 2>&1; then
+      "${SUDO[@]}" update-rc.d "$svc" disable >/dev/null 2>&1 || true
+    fi
+  fi
+done
+# A daemon started outside any init system: end it through its own pid file.
+for pidfile in /run/dovecot/master.pid /run/smtpd.pid; do
+  if [ -s "$pidfile" ]; then
+    pid=$(cat "$pidfile")
+    if [ -n "$pid" ] && "${SUDO[@]}" kill -0 "$pid" 2>/dev/null; then
+      log "stopping the system daemon with pid $pid ($pidfile)"
+      "${SUDO[@]}" kill "$pid" 2>/dev/null || true
+    fi
+  fi
+done
 
 # --- PostgreSQL at 127.0.0.1:5432, trust auth for user postgres --------------------------
 if command -v pg_isready >/dev/null 2>&1; then

@@ -111,6 +111,17 @@ pub async fn start(
     store: Store,
     bridges: Vec<BridgeSpec>,
 ) -> Result<Running, AppError> {
+    // SQLite serves one process: leases a killed predecessor left on outbox rows would
+    // only delay its messages (PostgreSQL leases may belong to a live peer; they run out).
+    if store.backend() == crate::store::Backend::Sqlite {
+        match store.release_leases().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                "{n} outbox message(s) left in flight by an earlier run are sent again"
+            ),
+            Err(e) => tracing::warn!("cannot release earlier outbox leases: {e}"),
+        }
+    }
     let metrics = Metrics::default();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut links = JoinSet::new();

@@ -12,8 +12,11 @@ use ferry_rss::schedule::Intervals;
 use ferry_sms::SmsBridge;
 use ferry_sms::provider::{Kind, ProviderConfig};
 
+use ferry_email::EmailBridge;
+use ferry_email::net::Tls;
+
 use crate::app::BridgeSpec;
-use crate::config::{Config, Delivery, ProviderKind, RssConfig, SmsConfig};
+use crate::config::{Config, Delivery, EmailConfig, ProviderKind, RssConfig, SmsConfig, TlsMode};
 use crate::store::Store;
 
 /// The RSS bridge for `[rss]`, keeping its feeds in `store`.
@@ -93,11 +96,53 @@ pub fn sms(cfg: &Config, sms: &SmsConfig, store: &Store) -> Result<SmsBridge, Br
     SmsBridge::new(settings, &providers, Arc::new(store.clone()))
 }
 
+/// The email bridge for `[email]`. Attachments are served under `[http] public_url` (or,
+/// without one, `http://{listen}`); without `[http]` they are named but not linked.
+pub fn email(cfg: &Config, email: &EmailConfig, store: &Store) -> EmailBridge {
+    let tls = |t: TlsMode| match t {
+        TlsMode::Implicit => Tls::Implicit,
+        TlsMode::StartTls => Tls::StartTls,
+        TlsMode::None => Tls::None,
+    };
+    let public_url = cfg.http.as_ref().map(|h| {
+        h.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", h.listen))
+            .trim_end_matches('/')
+            .to_owned()
+    });
+    // Links are fetched from private addresses only on a gateway whose own mail servers
+    // are on loopback (a test or development setup).
+    let local = |h: &Option<String>| h.as_deref().is_some_and(ferry_email::net::is_loopback);
+    let settings = ferry_email::Settings {
+        imap: ferry_email::ServerDefaults {
+            host: email.imap_host.clone(),
+            port: email.imap_port,
+            tls: tls(email.imap_tls),
+        },
+        smtp: ferry_email::ServerDefaults {
+            host: email.smtp_host.clone(),
+            port: email.smtp_port,
+            tls: tls(email.smtp_tls),
+        },
+        mailbox: email.mailbox.clone(),
+        max_message_bytes: usize::try_from(email.max_message_bytes).unwrap_or(usize::MAX),
+        public_url,
+        allow_private_links: local(&email.imap_host) && local(&email.smtp_host),
+        timing: ferry_email::Timing::default(),
+    };
+    EmailBridge::new(settings, Arc::new(store.clone()))
+}
+
 /// The bridges to run for `cfg`, with their component domains and secrets.
 pub fn from_config(cfg: &Config, store: &Store) -> Result<Vec<BridgeSpec>, BridgeError> {
     let mut specs = Vec::new();
     for (name, component) in cfg.components() {
         let bridge: Arc<dyn ferry_bridge_api::Bridge> = match (name, &cfg.rss, &cfg.sms) {
+            ("email", _, _) if cfg.email.is_some() => match &cfg.email {
+                Some(e) => Arc::new(email(cfg, e, store)),
+                None => continue,
+            },
             ("rss", Some(r), _) => Arc::new(rss(r, store)?),
             ("sms", _, Some(s)) => Arc::new(sms(cfg, s, store)?),
             _ => {

@@ -175,6 +175,9 @@ pub struct OutboxPayload {
     pub sent_at_ms: Option<i64>,
     /// The contact's bare JID, the `from` of receipts and errors.
     pub contact: String,
+    /// The recipient as first spelled (for outgoing headers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_display: Option<String>,
 }
 
 impl Gateway {
@@ -427,8 +430,13 @@ impl Gateway {
                 .and_then(|r| r.attr("id"))
                 .map(str::to_owned),
             links,
-            sent_at_ms: None,
+            sent_at_ms: st
+                .el
+                .child("delay", ns::DELAY)
+                .and_then(|d| d.attr("stamp"))
+                .and_then(crate::stanza::parse_stamp_ms),
             contact: self.contact_jid(&identity),
+            to_display: identity.display.clone(),
         };
         let payload = serde_json::to_string(&payload).map_err(|e| {
             tracing::error!("cannot encode outbox payload: {e}");

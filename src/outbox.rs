@@ -164,7 +164,7 @@ impl Gateway {
                 return None;
             }
         };
-        let in_reply_to = match &payload.reply_to {
+        let mut in_reply_to = match &payload.reply_to {
             Some(x) => self
                 .store
                 .remote_for_xmpp(row.account, x)
@@ -174,6 +174,18 @@ impl Gateway {
                 .map(|m| m.remote_message_id),
             None => None,
         };
+        // A message in a thread without an explicit reply answers the thread's latest.
+        if in_reply_to.is_none()
+            && let Some(t) = &payload.thread
+        {
+            in_reply_to = self
+                .store
+                .latest_in_thread(row.account, t)
+                .await
+                .ok()
+                .flatten()
+                .map(|m| m.remote_message_id);
+        }
         let msg = Outbound {
             key: format!("{}-{}", self.kind, row.id),
             body: payload.body.clone(),
@@ -182,6 +194,7 @@ impl Gateway {
             in_reply_to,
             links: payload.links.clone(),
             sent_at_ms: payload.sent_at_ms,
+            to_display: payload.to_display.clone(),
         };
         let to = RemoteId(row.recipient.clone());
         let result = match tokio::time::timeout(SEND_TIMEOUT, session.send(&to, &msg)).await {

@@ -41,7 +41,11 @@ impl Gateway {
         match event {
             RemoteEvent::Status(s) => self.set_status(account, s).await,
             RemoteEvent::Message(m) => {
-                match self.store.mark_inbound(account, &m.remote_message_id).await {
+                match self
+                    .store
+                    .mark_inbound_with(account, &m.remote_message_id, m.checkpoint.as_ref())
+                    .await
+                {
                     Ok(true) => {}
                     Ok(false) => {
                         self.metrics.message(bridge, "in", "duplicate");
@@ -212,12 +216,24 @@ impl Gateway {
             .chars()
             .take(128)
             .collect::<String>();
+        let (thread, reply) = self.thread_of(account, &m).await;
         let mut msg = stanza::message(&from, user, typ, &m.body).with_attr("id", id.clone());
         if let Some(s) = &m.subject {
             msg.push(Element::text_child("subject", NS_COMPONENT, s.clone()));
         }
-        if let Some(t) = &m.thread {
+        if let Some(t) = &thread {
             msg.push(Element::text_child("thread", NS_COMPONENT, t.clone()));
+        }
+        if let Some(r) = reply {
+            let to = match r.direction {
+                crate::store::Direction::Out => user.to_owned(),
+                crate::store::Direction::In => from.clone(),
+            };
+            msg.push(
+                Element::new("reply", ns::REPLY)
+                    .with_attr("to", to)
+                    .with_attr("id", r.xmpp_id),
+            );
         }
         for url in &m.links {
             msg.push(Element::new("x", ns::OOB).with_child(Element::text_child(
@@ -234,10 +250,36 @@ impl Gateway {
                 crate::store::Direction::In,
                 &id,
                 &m.remote_message_id,
-                m.thread.as_deref(),
+                thread.as_deref(),
             )
             .await;
         self.send(msg).await;
         self.metrics.message(bridge, "in", "ok");
+    }
+
+    /// The XMPP thread an inbound message belongs to and the message it directly answers:
+    /// the thread of the first referenced message ferry has seen (so a reply by mail
+    /// continues the chat's thread), else the bridge's own; the reply is the mapped
+    /// message it names first (In-Reply-To).
+    async fn thread_of(
+        &self,
+        account: AccountId,
+        m: &InboundMessage,
+    ) -> (Option<String>, Option<crate::store::MessageMapping>) {
+        let mut thread = None;
+        let mut reply = None;
+        for (i, r) in m.references.iter().take(32).enumerate() {
+            let Ok(Some(found)) = self.store.xmpp_for_remote(account, r).await else {
+                continue;
+            };
+            if i == 0 {
+                reply = Some(found.clone());
+            }
+            if found.thread.is_some() {
+                thread = found.thread;
+                break;
+            }
+        }
+        (thread.or_else(|| m.thread.clone()), reply)
     }
 }

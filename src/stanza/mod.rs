@@ -255,8 +255,98 @@ pub fn presence(from: &str, to: &str, typ: Option<&str>) -> Element {
         .with_opt_attr("type", typ)
 }
 
+/// Reads an XEP-0082 date-time (`2026-11-25T10:00:00Z`, fractions and offsets allowed) as
+/// unix milliseconds; `None` when it is not one.
+pub fn parse_stamp_ms(stamp: &str) -> Option<i64> {
+    let s = stamp.trim().as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(part).ok()?.parse().ok()
+    };
+    if s.len() < 19
+        || s[4] != b'-'
+        || s[7] != b'-'
+        || s[10] != b'T'
+        || s[13] != b':'
+        || s[16] != b':'
+    {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut ms = 0;
+    if s.get(i) == Some(&b'.') {
+        let start = i + 1;
+        i = start;
+        while s.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        let digits = &s[start..i.min(start + 3)];
+        let mut v = 0i64;
+        for (k, b) in digits.iter().enumerate() {
+            v += i64::from(b - b'0') * [100, 10, 1][k];
+        }
+        ms = v;
+    }
+    let offset_min = match s.get(i..)? {
+        b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let hh = i64::from(h1.checked_sub(b'0')?) * 10 + i64::from(h2.checked_sub(b'0')?);
+            let mm = i64::from(m1.checked_sub(b'0')?) * 10 + i64::from(m2.checked_sub(b'0')?);
+            if hh > 23 || mm > 59 {
+                return None;
+            }
+            let v = hh * 60 + mm;
+            if *sign == b'-' { -v } else { v }
+        }
+        _ => return None,
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + mi - offset_min) * 60_000 + sec * 1000 + ms)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stamps_read_as_unix_milliseconds() {
+        assert_eq!(super::parse_stamp_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            super::parse_stamp_ms("2026-11-25T10:00:00.250Z"),
+            Some(1_795_600_800_250)
+        );
+        assert_eq!(
+            super::parse_stamp_ms("2026-11-25T12:00:00+02:00"),
+            Some(1_795_600_800_000)
+        );
+        for bad in [
+            "",
+            "2026-11-25",
+            "2026-13-01T00:00:00Z",
+            "2026-11-25T10:00:00",
+            "x026-11-25T10:00:00Z",
+            "2026-11-25T10:00:00.Z",
+        ] {
+            assert_eq!(super::parse_stamp_ms(bad), None, "{bad}");
+        }
+    }
+
     use super::*;
     use crate::xml::parse_element;
 

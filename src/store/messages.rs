@@ -148,6 +148,59 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// [`Store::mark_inbound`], and in the same transaction sets the bridge's
+    /// `checkpoint` (whether or not the message was new), so a read position never runs
+    /// ahead of, or behind, what was recorded as delivered.
+    pub async fn mark_inbound_with(
+        &self,
+        account: AccountId,
+        remote_message_id: &str,
+        checkpoint: Option<&ferry_bridge_api::Checkpoint>,
+    ) -> Result<bool, StoreError> {
+        let Some(cp) = checkpoint else {
+            return self.mark_inbound(account, remote_message_id).await;
+        };
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "INSERT INTO inbound_seen (account_id, remote_message_id, seen_at_ms)
+             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(account.0)
+        .bind(remote_message_id)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO kv (scope, key, value) VALUES ($1, $2, $3)
+             ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(&cp.scope)
+        .bind(&cp.key)
+        .bind(&cp.value)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The latest message of `thread` for `account`, either way.
+    pub async fn latest_in_thread(
+        &self,
+        account: AccountId,
+        thread: &str,
+    ) -> Result<Option<MessageMapping>, StoreError> {
+        let row = sqlx::query(
+            "SELECT account_id, direction, xmpp_id, remote_message_id, thread, created_at_ms
+             FROM message_map WHERE account_id = $1 AND thread = $2
+             ORDER BY created_at_ms DESC, id DESC LIMIT 1",
+        )
+        .bind(account.0)
+        .bind(thread)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(mapping_from_row).transpose()
+    }
+
     /// Undoes [`Store::mark_inbound`] when delivery failed after marking, so the message
     /// is taken again next time; true if there was a mark.
     pub async fn unmark_inbound(

@@ -38,6 +38,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0003_sms.sql"),
         postgres: include_str!("../../migrations/postgres/0003_sms.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_email",
+        sqlite: include_str!("../../migrations/sqlite/0004_email.sql"),
+        postgres: include_str!("../../migrations/postgres/0004_email.sql"),
+    },
 ];
 
 /// `pg_advisory_xact_lock` key for migrations: "ferry" in ASCII.

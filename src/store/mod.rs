@@ -10,6 +10,7 @@
 
 mod accounts;
 mod crypto;
+mod email;
 mod error;
 mod feeds;
 mod identities;

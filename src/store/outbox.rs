@@ -294,6 +294,18 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Ends every lease on pending rows (a process that held them is gone); returns how
+    /// many rows were leased.
+    pub async fn release_leases(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET locked_until_ms = 0 WHERE state = 'pending' AND locked_until_ms > $1",
+        )
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Releases a pending row for another attempt at `next_attempt_at_ms`, noting `error`.
     /// False if the row is gone or no longer pending.
     pub async fn retry_later(

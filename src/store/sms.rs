@@ -10,7 +10,7 @@ use sqlx::Row;
 
 use super::{Store, StoreError, now_ms};
 
-fn bridge_err(e: StoreError) -> BridgeError {
+pub(super) fn bridge_err(e: StoreError) -> BridgeError {
     if e.is_transient() {
         BridgeError::transient(format!("database: {e}"))
     } else {
@@ -45,6 +45,30 @@ impl Store {
             }),
             None => None,
         })
+    }
+
+    /// Keeps `data` for `/media/{token}/{name}`; returns the token (192 random bits).
+    pub async fn keep_media(
+        &self,
+        name: &str,
+        content_type: &str,
+        data: Vec<u8>,
+    ) -> Result<String, StoreError> {
+        let mut raw = [0u8; 24];
+        rand::rng().fill_bytes(&mut raw);
+        let token = hex::encode(raw);
+        sqlx::query(
+            "INSERT INTO media (token, name, content_type, data, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&token)
+        .bind(name)
+        .bind(content_type)
+        .bind(data)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(token)
     }
 
     /// Forgets attachments kept before `before_ms`.
@@ -343,22 +367,9 @@ impl SmsStore for Store {
         content_type: &str,
         bytes: &[u8],
     ) -> Result<String, BridgeError> {
-        let mut raw = [0u8; 24];
-        rand::rng().fill_bytes(&mut raw);
-        let token = hex::encode(raw);
-        sqlx::query(
-            "INSERT INTO media (token, name, content_type, data, created_at_ms)
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&token)
-        .bind(name)
-        .bind(content_type)
-        .bind(bytes.to_vec())
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(token)
+        self.keep_media(name, content_type, bytes.to_vec())
+            .await
+            .map_err(bridge_err)
     }
 
     async fn prune(&self, before_ms: i64) -> Result<(), BridgeError> {

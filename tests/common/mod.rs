@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod mail;
 pub mod prosody;
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).

@@ -173,6 +173,9 @@ pub struct Outbound {
     pub links: Vec<String>,
     /// When the user wrote it (XEP-0203 delay), unix milliseconds.
     pub sent_at_ms: Option<i64>,
+    /// The recipient as the user first spelled it (the contact's display form), for
+    /// outgoing headers; the [`RemoteId`] is the canonical form.
+    pub to_display: Option<String>,
 }
 
 /// What a successful send tells the core.
@@ -203,6 +206,22 @@ pub struct InboundMessage {
     pub links: Vec<String>,
     /// Send as `headline` rather than `chat`.
     pub headline: bool,
+    /// Foreign ids of the messages this one answers, the one it directly replies to
+    /// first (In-Reply-To, then References newest first). The core continues the XMPP
+    /// thread of the first it knows and marks the reply (XEP-0461).
+    pub references: Vec<String>,
+    /// Bridge state to record in the same transaction that records this message as
+    /// delivered (an IMAP read position), so the two never disagree after a crash.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// A value the core stores for a bridge (`scope`, `key`) → `value`, atomically with the
+/// message that carries it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub scope: String,
+    pub key: String,
+    pub value: String,
 }
 
 /// Whether the upstream (mailbox, provider) works for this user, shown on the gateway's

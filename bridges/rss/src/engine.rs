@@ -755,6 +755,7 @@ fn message(rec: &FeedRecord, e: &StoredEntry, headline: bool) -> InboundMessage 
         nick: rec.title.clone(),
         links: e.link.iter().cloned().collect(),
         headline,
+        ..Default::default()
     }
 }
 
