@@ -488,9 +488,16 @@ impl Gateway {
                     }
                     None => None,
                 };
-                let name = state
-                    .as_ref()
-                    .and_then(|s| s.name.clone())
+                let known = match state.as_ref().and_then(|s| s.name.clone()) {
+                    Some(n) => Some(n),
+                    None => self
+                        .store
+                        .kv_get(crate::relay::CONTACT_NAME, &identity.id.to_string())
+                        .await
+                        .ok()
+                        .flatten(),
+                };
+                let name = known
                     .or_else(|| identity.display.clone())
                     .unwrap_or_else(|| identity.remote_id.clone());
                 let mut card = Element::new("vCard", ns::VCARD)

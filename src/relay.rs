@@ -201,6 +201,9 @@ impl Gateway {
                     Err(_) => return,
                 };
                 let contact = self.contact_jid(&identity);
+                if let Some(nick) = m.nick.as_deref().filter(|n| !n.trim().is_empty()) {
+                    self.remember_name(identity.id, nick).await;
+                }
                 if let Ok(true) = self.store.introduce_contact(account, identity.id).await {
                     let mut p = stanza::presence(&contact, user, Some("subscribe"));
                     if let Some(nick) = m.nick.as_deref().or(identity.display.as_deref()) {
@@ -282,4 +285,22 @@ impl Gateway {
         }
         (thread.or_else(|| m.thread.clone()), reply)
     }
+
+    /// Keeps a contact's display name (the mail's From name) for its vCard, writing only
+    /// when it changed.
+    async fn remember_name(&self, identity: i64, name: &str) {
+        let key = identity.to_string();
+        let name: String = name.chars().filter(|c| !c.is_control()).take(200).collect();
+        match self.store.kv_get(CONTACT_NAME, &key).await {
+            Ok(Some(known)) if known == name => {}
+            _ => {
+                if let Err(e) = self.store.kv_set(CONTACT_NAME, &key, &name).await {
+                    tracing::warn!("store: {e}");
+                }
+            }
+        }
+    }
 }
+
+/// The `kv` scope of contacts' display names (identity id → name).
+pub const CONTACT_NAME: &str = "contact_name";

@@ -260,6 +260,19 @@ async fn mail_both_ways_with_threads_html_and_attachments() {
         .expect("a XEP-0461 reply");
     assert_eq!(reply.attr("id"), Some("out-1"), "{m}");
     let in_id = m.attr("id").expect("id").to_owned();
+    // The contact's vCard carries the name from the mail.
+    let card = alice
+        .iq(&format!(
+            "<iq type='get' id='vc' to='{bob}'><vCard xmlns='vcard-temp'/></iq>"
+        ))
+        .await;
+    assert_eq!(
+        card.child("vCard", "vcard-temp")
+            .and_then(|v| v.child_text("FN", "vcard-temp"))
+            .as_deref(),
+        Some("Bob Builder"),
+        "{card}"
+    );
 
     // 4. A reply in the chat lands in the same mail thread.
     alice
@@ -420,6 +433,16 @@ async fn imap_restart_while_mail_arrives_loses_nothing_and_repeats_nothing() {
     // Some arrive, then Dovecot goes away while more mail comes in.
     alice.recv(WAIT, chat_from(&bob)).await;
     bed.mail.stop_imap().await;
+    // The gateway shows the broken mailbox, and why.
+    let p = alice
+        .recv(WAIT, |e| {
+            e.name == "presence"
+                && e.attr("from") == Some(GW)
+                && e.child_text("show", NS_CLIENT).as_deref() == Some("xa")
+        })
+        .await;
+    let why = p.child_text("status", NS_CLIENT).unwrap_or_default();
+    assert!(why.contains("IMAP"), "{p}");
     for i in 5..10 {
         bed.mail.inject(BOB, &[ALICE], &send(i)).await;
     }
@@ -432,6 +455,15 @@ async fn imap_restart_while_mail_arrives_loses_nothing_and_repeats_nothing() {
         let m = alice.recv(Duration::from_secs(60), chat_from(&bob)).await;
         *seen.entry(body(&m)).or_default() += 1;
     }
+    // The gateway is available again.
+    alice
+        .recv(WAIT, |e| {
+            e.name == "presence"
+                && e.attr("from") == Some(GW)
+                && e.attr("type").is_none()
+                && e.child("show", NS_CLIENT).is_none()
+        })
+        .await;
     // Nothing comes twice, even after the session's next catch-up.
     alice
         .expect_silence(Duration::from_secs(2), chat_from(&bob))

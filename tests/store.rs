@@ -205,7 +205,155 @@ on_both_backends!(
     feed_store_lifecycle,
     concurrent_feed_claimers_never_share_a_feed,
     sms_store_lifecycle,
+    email_store_lifecycle,
 );
+
+async fn email_store_lifecycle(db: &TestDb) {
+    use ferry::store::Direction;
+    use ferry_bridge_api::Checkpoint;
+    use ferry_email::store::{Cursor, EmailStore};
+    let s = db.migrated().await;
+    let alice = s
+        .upsert_account(
+            BridgeKind::Email,
+            "alice@example.org",
+            &creds(&[("email", "a@x.org")]),
+        )
+        .await
+        .expect("alice");
+    let key = Cursor::key(alice, "INBOX");
+    assert_eq!(s.checkpoint("email", &key).await.expect("read"), None);
+    let c1 = Cursor {
+        validity: 7,
+        uid: 41,
+    };
+    s.set_checkpoint("email", &key, &c1.encode())
+        .await
+        .expect("set");
+    assert_eq!(
+        s.checkpoint("email", &key)
+            .await
+            .expect("read")
+            .as_deref()
+            .and_then(Cursor::decode),
+        Some(c1)
+    );
+
+    // A delivered mail and its read position are one write: the mark and the position
+    // move together, and a repeat still moves the position.
+    let cp = |uid| Cursor { validity: 7, uid }.checkpoint(alice, "INBOX");
+    assert!(
+        s.mark_inbound_with(alice, "m1@x", Some(&cp(42)))
+            .await
+            .expect("mark")
+    );
+    assert_eq!(
+        s.checkpoint("email", &key).await.expect("read").as_deref(),
+        Some("7:42")
+    );
+    assert!(
+        !s.mark_inbound_with(alice, "m1@x", Some(&cp(43)))
+            .await
+            .expect("repeat")
+    );
+    assert_eq!(
+        s.checkpoint("email", &key).await.expect("read").as_deref(),
+        Some("7:43")
+    );
+    // Without a checkpoint it is the plain mark.
+    assert!(
+        s.mark_inbound_with(alice, "m2@x", None)
+            .await
+            .expect("mark")
+    );
+    assert!(!s.mark_inbound(alice, "m2@x").await.expect("repeat"));
+    // Concurrent deliveries of one mail: one wins, the position is one of theirs.
+    let mut tasks = Vec::new();
+    for uid in 100..116u32 {
+        let s = s.clone();
+        let cp = Checkpoint {
+            scope: "email".into(),
+            key: key.clone(),
+            value: format!("7:{uid}"),
+        };
+        tasks.push(tokio::spawn(async move {
+            s.mark_inbound_with(alice, "m3@x", Some(&cp)).await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.expect("task").expect("mark"));
+    }
+    assert_eq!(wins, 1);
+    let last = s
+        .checkpoint("email", &key)
+        .await
+        .expect("read")
+        .and_then(|v| Cursor::decode(&v));
+    assert!(
+        last.is_some_and(|c| (100..116).contains(&c.uid)),
+        "{last:?}"
+    );
+
+    // Threads: the latest message of a thread, either way.
+    s.map_message(alice, Direction::In, "in-1", "root@x", Some("root@x"))
+        .await
+        .expect("map");
+    s.map_message(alice, Direction::Out, "out-1", "r1@x", Some("root@x"))
+        .await
+        .expect("map");
+    s.map_message(alice, Direction::In, "in-9", "other@x", Some("other@x"))
+        .await
+        .expect("map");
+    let latest = s
+        .latest_in_thread(alice, "root@x")
+        .await
+        .expect("latest")
+        .expect("one");
+    assert_eq!(latest.remote_message_id, "r1@x");
+    assert_eq!(
+        s.latest_in_thread(alice, "none").await.expect("latest"),
+        None
+    );
+
+    // Attachments for /media/, through the bridge's trait.
+    let token = EmailStore::put_media(&s, "a.pdf", "application/pdf", b"%PDF-1".to_vec())
+        .await
+        .expect("media");
+    let item = s.media(&token).await.expect("read").expect("kept");
+    assert_eq!(
+        (item.name.as_str(), item.data.as_slice()),
+        ("a.pdf", &b"%PDF-1"[..])
+    );
+    assert_eq!(
+        EmailStore::prune_media(&s, i64::MAX).await.expect("prune"),
+        1
+    );
+    assert_eq!(s.media(&token).await.expect("read"), None);
+
+    // Leases a dead process left are released at start (SQLite).
+    let row = s
+        .enqueue(&message(alice, "b@x.org", "hi"))
+        .await
+        .expect("enqueue");
+    let claimed = s
+        .claim_due(BridgeKind::Sms, i64::MAX / 4, 120_000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert!(
+        s.claim_due(BridgeKind::Sms, i64::MAX / 4, 120_000, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    assert_eq!(s.release_leases().await.expect("release"), 1);
+    let again = s
+        .claim_due(BridgeKind::Sms, i64::MAX / 4, 120_000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(again.iter().map(|r| r.id).collect::<Vec<_>>(), vec![row]);
+}
 
 async fn sms_store_lifecycle(db: &TestDb) {
     use ferry_sms::store::{ClaimOutcome, NewInbound, NewPart, SmsStore};

@@ -13,6 +13,7 @@ pub mod attach;
 pub mod compose;
 pub mod html;
 pub mod imap;
+pub mod inbound;
 pub mod mime;
 pub mod net;
 pub mod session;
@@ -377,5 +378,102 @@ impl Bridge for EmailBridge {
         let session = session::EmailSession::start(account, mb, Arc::clone(&self.shared)).await?;
         tracing::debug!(user, "email session up");
         Ok(Arc::new(session))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            imap: ServerDefaults {
+                host: Some("mail.example.org".into()),
+                port: 993,
+                tls: Tls::Implicit,
+            },
+            smtp: ServerDefaults {
+                host: Some("mail.example.org".into()),
+                port: 587,
+                tls: Tls::StartTls,
+            },
+            mailbox: "INBOX".into(),
+            max_message_bytes: 1 << 20,
+            public_url: None,
+            allow_private_links: false,
+            timing: Timing::default(),
+        }
+    }
+
+    fn values(pairs: &[(&str, &str)]) -> FormValues {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_form_falls_back_to_the_defaults_and_the_one_password() {
+        let mb = Mailbox::from_values(
+            &values(&[("email", "Alice@Example.org"), ("password", "pw")]),
+            &settings(),
+        )
+        .expect("valid");
+        assert_eq!(mb.imap.to_string(), "mail.example.org:993");
+        assert_eq!(mb.smtp.tls, Tls::StartTls);
+        assert_eq!(
+            (mb.imap_user.as_str(), mb.imap_password.as_str()),
+            ("Alice@Example.org", "pw")
+        );
+        assert_eq!(
+            (mb.smtp_user.as_str(), mb.smtp_password.as_str()),
+            ("Alice@Example.org", "pw")
+        );
+        // What is kept reads back to the same mailbox.
+        let again = Mailbox::from_values(&mb.credentials(), &settings()).expect("kept");
+        assert_eq!(again.credentials(), mb.credentials());
+        assert_eq!(again.address.spelled, "Alice@example.org");
+    }
+
+    #[test]
+    fn the_form_refuses_plaintext_off_loopback_and_bad_values() {
+        let refused = |pairs: &[(&str, &str)]| {
+            Mailbox::from_values(&values(pairs), &settings())
+                .expect_err("refused")
+                .kind
+        };
+        assert_eq!(
+            refused(&[
+                ("email", "a@example.org"),
+                ("password", "p"),
+                ("imap_tls", "none")
+            ]),
+            ErrorKind::NotAcceptable
+        );
+        assert_eq!(
+            refused(&[
+                ("email", "a@example.org"),
+                ("password", "p"),
+                ("smtp_port", "0")
+            ]),
+            ErrorKind::NotAcceptable
+        );
+        assert_eq!(
+            refused(&[("email", "not an address"), ("password", "p")]),
+            ErrorKind::NotAcceptable
+        );
+        assert!(
+            Mailbox::from_values(
+                &values(&[
+                    ("email", "a@example.org"),
+                    ("password", "p"),
+                    ("imap_host", "127.0.0.1"),
+                    ("imap_tls", "none"),
+                    ("imap_port", "1143"),
+                ]),
+                &settings(),
+            )
+            .is_ok()
+        );
     }
 }

@@ -313,72 +313,15 @@ impl Inner {
         fallback_id: String,
         oversize: Option<u32>,
     ) -> InboundMessage {
-        let from = mail
-            .from
-            .as_ref()
-            .and_then(|f| Address::parse(&f.address).ok());
-        let mut body = String::new();
-        if mail.list {
-            body.push_str("[mailing list] ");
-        }
-        if mail.auto_submitted {
-            body.push_str("[automatic message] ");
-        }
-        body.push_str(mail.text.trim_end());
-        if let Some(size) = oversize {
-            body.push_str(&format!(
-                "\n\n[this mail is {} KiB, over the {} KiB limit: read it in your mail client]",
-                size / 1024,
-                self.shared.settings.max_message_bytes / 1024
-            ));
-        }
-        let mut links = Vec::new();
+        let mut published = Vec::with_capacity(mail.attachments.len());
         for a in mail.attachments.iter() {
-            match self.publish(a).await {
-                Ok(url) => {
-                    body.push_str(&format!(
-                        "\n\n[attachment {} ({} KiB)] {url}",
-                        a.name,
-                        a.data.len().div_ceil(1024)
-                    ));
-                    links.push(url);
-                }
-                Err(why) => {
-                    body.push_str(&format!("\n\n[attachment {} not available: {why}]", a.name))
-                }
-            }
+            published.push(self.publish(a).await);
         }
-        let body = body.trim().to_owned();
-        let remote_message_id = mail.message_id.clone().unwrap_or(fallback_id);
-        let thread = mime::thread_root(&mail)
-            .map(str::to_owned)
-            .or_else(|| Some(remote_message_id.clone()));
-        let mut references: Vec<String> = mail.in_reply_to.clone();
-        for r in mail.references.iter().rev() {
-            if !references.contains(r) {
-                references.push(r.clone());
-            }
-        }
-        let subject = mail.subject.clone();
-        if from.is_none() {
+        if mail.from.is_none() {
             tracing::warn!(email = %self.mb.address.spelled, "mail without a readable sender; shown from the gateway");
         }
-        InboundMessage {
-            from: from.map(|a| RemoteId(a.canonical)),
-            remote_message_id,
-            body: if body.is_empty() {
-                "(empty mail)".into()
-            } else {
-                body
-            },
-            subject,
-            thread,
-            nick: mail.from.and_then(|f| f.name),
-            links,
-            headline: false,
-            references,
-            checkpoint: None,
-        }
+        let oversize = oversize.map(|size| (size, self.shared.settings.max_message_bytes));
+        crate::inbound::to_message(mail, fallback_id, &published, oversize)
     }
 
     /// Keeps an attachment under `/media/` and returns its link.
