@@ -67,6 +67,17 @@ const PORT_ATTEMPTS: usize = 5;
 /// The local user that owns the mail (Dovecot) and receives it (OpenSMTPD).
 const MAIL_USER: &str = "mail";
 
+/// Knobs for [`MailServer::start_with`]; the default is what [`MailServer::start`] uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MailOptions {
+    /// When set, Dovecot is configured for this many concurrent IMAP connections (process,
+    /// client and per-user/IP limits raised above it; one `imap` process per connection)
+    /// and shows each connection's state in its process title (`verbose_proctitle`), so
+    /// [`MailServer::imap_idle_count`] can count the clients in IDLE. `None`: Dovecot's
+    /// defaults (about 100 connections).
+    pub max_imap_connections: Option<usize>,
+}
+
 /// A running Dovecot + OpenSMTPD pair owned by one test.
 pub struct MailServer {
     imap_port: u16,
@@ -76,6 +87,7 @@ pub struct MailServer {
     users: Vec<String>,
     dovecot: Option<Daemon>,
     smtpd: Option<Daemon>,
+    options: MailOptions,
     /// Configs, Maildirs, spool, sockets and logs. Declared last: dropped after the daemons
     /// are gone.
     dir: tempfile::TempDir,
@@ -87,6 +99,11 @@ impl MailServer {
     /// IMAP, submission, LMTP and SMTP accept connections. Panics, with the logs, when
     /// something does not come up.
     pub async fn start(users: &[(&str, &str)]) -> MailServer {
+        MailServer::start_with(users, MailOptions::default()).await
+    }
+
+    /// [`MailServer::start`] with [`MailOptions`] (e.g. room for a thousand IMAP clients).
+    pub async fn start_with(users: &[(&str, &str)], options: MailOptions) -> MailServer {
         let dir = tempfile::Builder::new()
             .prefix("ferry-mail-")
             .tempdir()
@@ -146,6 +163,7 @@ impl MailServer {
             users: users.iter().map(|(a, _)| (*a).to_owned()).collect(),
             dovecot: None,
             smtpd: None,
+            options,
             dir,
         };
         server.start_smtpd().await;
@@ -380,6 +398,55 @@ impl MailServer {
         read_lossy(&self.dir.path().join("smtpd.log"))
     }
 
+    /// How many of Dovecot's IMAP connections are in IDLE now, from the `imap` processes'
+    /// titles. Only counts with [`MailOptions::max_imap_connections`] set (which turns on
+    /// `verbose_proctitle`); 0 otherwise.
+    pub fn imap_idle_count(&self) -> usize {
+        self.imap_process_titles()
+            .iter()
+            .filter(|t| t.ends_with(" IDLE]"))
+            .count()
+    }
+
+    /// The titles of Dovecot's running `imap` processes (one per logged-in connection), e.g.
+    /// `dovecot/imap [alice@example.test 127.0.0.1 IDLE]` with `verbose_proctitle`.
+    pub fn imap_process_titles(&self) -> Vec<String> {
+        let Some(pgid) = self.dovecot.as_ref().map(Daemon::pgid) else {
+            return Vec::new();
+        };
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .filter(|e| process_group(&e.path()) == Some(pgid))
+            .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
+            .map(|c| {
+                String::from_utf8_lossy(&c)
+                    .trim_end_matches('\0')
+                    .replace('\0', " ")
+                    .trim_end()
+                    .to_owned()
+            })
+            .filter(|t| t.starts_with("dovecot/imap ") || t == "dovecot/imap")
+            .collect()
+    }
+
+    /// The process group of Dovecot's processes (master and children), while it runs.
+    pub fn dovecot_pgid(&self) -> Option<u32> {
+        self.dovecot.as_ref().map(Daemon::pgid)
+    }
+
+    /// The process group of OpenSMTPD's processes, while it runs.
+    pub fn smtpd_pgid(&self) -> Option<u32> {
+        self.smtpd.as_ref().map(Daemon::pgid)
+    }
+
     /// Both logs, labelled, for failure messages.
     pub fn logs(&self) -> String {
         format!(
@@ -480,6 +547,10 @@ submission_relay_port = {smtp}
             submission = self.submission_port,
             smtp = self.smtp_port,
         );
+        let conf = match self.options.max_imap_connections {
+            None => conf,
+            Some(n) => conf + &many_clients_conf(n),
+        };
         fs::write(self.dir.path().join("dovecot.conf"), conf).expect("write dovecot.conf");
     }
 
@@ -781,6 +852,44 @@ fn group_alive(pgid: u32) -> bool {
         let pgrp = fields.nth(1).and_then(|p| p.parse::<u32>().ok());
         pgrp == Some(pgid) && state != "Z" && state != "X"
     })
+}
+
+/// Dovecot settings for `n` concurrent IMAP connections (see [`MailOptions`]): one `imap`
+/// process per connection, login, auth and anvil sized for them, and process titles that
+/// show each connection's state.
+fn many_clients_conf(n: usize) -> String {
+    let processes = n + 100;
+    let clients = 4 * n + 1000;
+    format!(
+        r#"
+# MailOptions::max_imap_connections = {n}
+verbose_proctitle = yes
+default_process_limit = {processes}
+default_client_limit = {clients}
+mail_max_userip_connections = {n}
+service imap {{
+  process_limit = {processes}
+  client_limit = 1
+}}
+service imap-login {{
+  process_limit = {processes}
+}}
+service anvil {{
+  client_limit = {clients}
+}}
+service auth {{
+  client_limit = {clients}
+}}
+"#
+    )
+}
+
+/// The process group of the process at `/proc/PID`, from its `stat`.
+fn process_group(proc_dir: &Path) -> Option<u32> {
+    let stat = fs::read_to_string(proc_dir.join("stat")).ok()?;
+    // "pid (comm) state ppid pgrp …"; comm may hold spaces and parentheses.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// The uid and gid of a local user, from /etc/passwd.
