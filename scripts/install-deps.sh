@@ -15,6 +15,7 @@ PACKAGES=(
   dovecot-lmtpd
   dovecot-submissiond
   opensmtpd
+  openssl
 )
 
 PG_URL_HOST=127.0.0.1

@@ -196,8 +196,13 @@ async fn mail_both_ways_with_threads_html_and_attachments() {
     let mut alice = login(&bed.prosody).await;
     let bob = bob_jid();
 
-    // 1. A wrong password is refused before anything is kept, naming the server.
-    let r = alice.iq(&register_iq("bad", ALICE, "wrong")).await;
+    // 1. A wrong password is refused before anything is kept, naming the server (here
+    // sent in the legacy XEP-0077 fields, for clients without forms).
+    let r = alice
+        .iq(&format!(
+            "<iq type='set' id='bad' to='{GW}'><query xmlns='jabber:iq:register'><email>{ALICE}</email><password>wrong</password></query></iq>"
+        ))
+        .await;
     assert_eq!(r.attr("type"), Some("error"), "{r}");
     assert_eq!(condition(&r).as_deref(), Some("not-authorized"), "{r}");
     assert!(error_text(&r).contains("IMAP login failed"), "{r}");
