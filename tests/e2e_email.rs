@@ -295,7 +295,8 @@ async fn mail_both_ways_with_threads_html_and_attachments() {
         m2.references
     );
     assert!(m2.references.contains(&first_id), "{:?}", m2.references);
-    assert_eq!(m2.subject.as_deref(), Some("Great, see you."));
+    // A chat reply without a subject answers the mail's.
+    assert_eq!(m2.subject.as_deref(), Some("Re: Lunch?"));
 
     // And bob's next mail in that thread continues the same XMPP thread.
     let second_id = m2.message_id.clone().expect("Message-ID");

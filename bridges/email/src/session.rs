@@ -36,6 +36,9 @@ struct Inner {
     /// A second IMAP connection for APPEND to Sent, and the folder's name.
     sent: tokio::sync::Mutex<Option<(ImapSession, Option<String>)>>,
     health: Mutex<Health>,
+    /// Subjects of recent mails by Message-ID, so a chat reply without a subject goes
+    /// out as "Re: …" of the mail it answers.
+    subjects: Mutex<Subjects>,
     events: Mutex<Option<EventSink>>,
 }
 
@@ -64,6 +67,7 @@ impl EmailSession {
                 smtp: tokio::sync::Mutex::new(None),
                 sent: tokio::sync::Mutex::new(None),
                 health: Mutex::default(),
+                subjects: Mutex::default(),
                 events: Mutex::default(),
             }),
         })
@@ -321,7 +325,14 @@ impl Inner {
             tracing::warn!(email = %self.mb.address.spelled, "mail without a readable sender; shown from the gateway");
         }
         let oversize = oversize.map(|size| (size, self.shared.settings.max_message_bytes));
-        crate::inbound::to_message(mail, fallback_id, &published, oversize)
+        let msg = crate::inbound::to_message(mail, fallback_id, &published, oversize);
+        if let Some(subject) = &msg.subject {
+            self.subjects
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .put(&msg.remote_message_id, subject);
+        }
+        msg
     }
 
     /// Keeps an attachment under `/media/` and returns its link.
@@ -397,13 +408,20 @@ impl Inner {
                 }
             }
         }
-        let subject = match &msg.subject {
-            Some(s) => s.clone(),
-            None if body.trim().is_empty() => attachments
+        let answered = msg.in_reply_to.as_deref().and_then(|r| {
+            self.subjects
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(r)
+        });
+        let subject = match (&msg.subject, answered) {
+            (Some(s), _) => s.clone(),
+            (None, Some(s)) => reply_subject(&s),
+            (None, None) if body.trim().is_empty() => attachments
                 .first()
                 .map(|a| a.name.clone())
                 .unwrap_or_else(|| compose::subject_from_body("")),
-            None => compose::subject_from_body(&body),
+            (None, None) => compose::subject_from_body(&body),
         };
         let message_id = self.message_id(&msg.key);
         let mut references = Vec::new();
@@ -418,6 +436,7 @@ impl Inner {
         {
             references.push(r.clone());
         }
+        let draft_subject = subject.clone();
         let draft = compose::Draft {
             from: mime::Mailbox {
                 address: self.mb.address.spelled.clone(),
@@ -448,6 +467,10 @@ impl Inner {
             ));
         }
         self.submit(&to_addr.spelled, &raw).await?;
+        self.subjects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put(&message_id, &draft_subject);
         self.append_sent(raw);
         Ok(SendReceipt {
             remote_message_id: message_id,
@@ -551,6 +574,46 @@ impl Inner {
     }
 }
 
+/// "Re: " before a subject that has none.
+fn reply_subject(s: &str) -> String {
+    let t = s.trim();
+    if t.len() >= 3 && t[..3].eq_ignore_ascii_case("re:") {
+        t.to_owned()
+    } else {
+        format!("Re: {t}")
+    }
+}
+
+/// A bounded memory of subjects by Message-ID (oldest forgotten first).
+#[derive(Default)]
+struct Subjects {
+    order: std::collections::VecDeque<String>,
+    by_id: std::collections::HashMap<String, String>,
+}
+
+impl Subjects {
+    const MAX: usize = 512;
+
+    fn put(&mut self, id: &str, subject: &str) {
+        if self
+            .by_id
+            .insert(id.to_owned(), subject.to_owned())
+            .is_none()
+        {
+            self.order.push_back(id.to_owned());
+            if self.order.len() > Self::MAX
+                && let Some(old) = self.order.pop_front()
+            {
+                self.by_id.remove(&old);
+            }
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<String> {
+        self.by_id.get(id).cloned()
+    }
+}
+
 fn looks_like_message_id(s: &str) -> bool {
     s.len() <= 500
         && s.contains('@')
@@ -580,5 +643,33 @@ impl Session for EmailSession {
 
     async fn send(&self, to: &RemoteId, msg: &Outbound) -> Result<SendReceipt, BridgeError> {
         self.inner.send(to, msg).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_get_one_re_and_old_subjects_are_forgotten() {
+        assert_eq!(reply_subject("Lunch?"), "Re: Lunch?");
+        assert_eq!(reply_subject("RE: Lunch?"), "RE: Lunch?");
+        let mut s = Subjects::default();
+        for i in 0..Subjects::MAX + 10 {
+            s.put(&format!("m{i}@x"), &format!("s{i}"));
+        }
+        assert_eq!(s.get("m0@x"), None);
+        assert_eq!(
+            s.get(&format!("m{}@x", Subjects::MAX + 9)).as_deref(),
+            Some(format!("s{}", Subjects::MAX + 9).as_str())
+        );
+        assert_eq!(s.by_id.len(), Subjects::MAX);
+        assert!(looks_like_message_id("a.b@c"));
+        assert!(
+            !looks_like_message_id("a b@c")
+                && !looks_like_message_id("<a@c>")
+                && !looks_like_message_id("abc")
+        );
+        assert_eq!(url_escape("a b/é.pdf"), "a%20b%2F%C3%A9.pdf");
     }
 }
