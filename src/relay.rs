@@ -214,38 +214,26 @@ impl Gateway {
                 contact
             }
         };
-        let typ = if m.headline { "headline" } else { "chat" };
         let id = format!("in-{}", &m.remote_message_id)
             .chars()
             .take(128)
             .collect::<String>();
         let (thread, reply) = self.thread_of(account, &m).await;
-        let mut msg = stanza::message(&from, user, typ, &m.body).with_attr("id", id.clone());
-        if let Some(s) = &m.subject {
-            msg.push(Element::text_child("subject", NS_COMPONENT, s.clone()));
-        }
-        if let Some(t) = &thread {
-            msg.push(Element::text_child("thread", NS_COMPONENT, t.clone()));
-        }
-        if let Some(r) = reply {
+        let reply = reply.map(|r| {
             let to = match r.direction {
                 crate::store::Direction::Out => user.to_owned(),
                 crate::store::Direction::In => from.clone(),
             };
-            msg.push(
-                Element::new("reply", ns::REPLY)
-                    .with_attr("to", to)
-                    .with_attr("id", r.xmpp_id),
-            );
-        }
-        for url in &m.links {
-            msg.push(Element::new("x", ns::OOB).with_child(Element::text_child(
-                "url",
-                ns::OOB,
-                url.clone(),
-            )));
-        }
-        msg.push(Element::new("markable", "urn:xmpp:chat-markers:0"));
+            (to, r.xmpp_id)
+        });
+        let msg = inbound_stanza(
+            &from,
+            user,
+            &id,
+            &m,
+            thread.as_deref(),
+            reply.as_ref().map(|(to, id)| (to.as_str(), id.as_str())),
+        );
         let _ = self
             .store
             .map_message(
@@ -304,3 +292,40 @@ impl Gateway {
 
 /// The `kv` scope of contacts' display names (identity id → name).
 pub const CONTACT_NAME: &str = "contact_name";
+
+/// The `<message>` for an inbound message: `chat` (or `headline`), its subject and thread,
+/// the XEP-0461 reply (`to`, `id`) when it answers a known message, an XEP-0066 link per
+/// attachment and a chat marker.
+pub fn inbound_stanza(
+    from: &str,
+    user: &str,
+    id: &str,
+    m: &InboundMessage,
+    thread: Option<&str>,
+    reply: Option<(&str, &str)>,
+) -> Element {
+    let typ = if m.headline { "headline" } else { "chat" };
+    let mut msg = stanza::message(from, user, typ, &m.body).with_attr("id", id);
+    if let Some(s) = &m.subject {
+        msg.push(Element::text_child("subject", NS_COMPONENT, s.clone()));
+    }
+    if let Some(t) = thread {
+        msg.push(Element::text_child("thread", NS_COMPONENT, t));
+    }
+    if let Some((to, rid)) = reply {
+        msg.push(
+            Element::new("reply", ns::REPLY)
+                .with_attr("to", to)
+                .with_attr("id", rid),
+        );
+    }
+    for url in &m.links {
+        msg.push(Element::new("x", ns::OOB).with_child(Element::text_child(
+            "url",
+            ns::OOB,
+            url.clone(),
+        )));
+    }
+    msg.push(Element::new("markable", "urn:xmpp:chat-markers:0"));
+    msg
+}
