@@ -480,10 +480,27 @@ async fn imap_restart_while_mail_arrives_loses_nothing_and_repeats_nothing() {
     bed.stop(vec![alice]).await;
 }
 
+/// A ferry process, killed when dropped (also when the test panics).
+struct FerryProcess(std::process::Child);
+
+impl FerryProcess {
+    /// SIGKILL, and wait for it to be gone.
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for FerryProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Runs the ferry binary on `config`, logging to `log`.
-fn spawn_ferry(config: &Path, log: &Path) -> std::process::Child {
+fn spawn_ferry(config: &Path, log: &Path) -> FerryProcess {
     let out = std::fs::File::create(log).expect("log file");
-    std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
         .arg("--config")
         .arg(config)
         .arg("run")
@@ -492,7 +509,8 @@ fn spawn_ferry(config: &Path, log: &Path) -> std::process::Child {
         .stdout(out.try_clone().expect("log"))
         .stderr(out)
         .spawn()
-        .expect("start ferry")
+        .expect("start ferry");
+    FerryProcess(child)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -547,8 +565,7 @@ async fn sigkill_in_the_middle_of_200_messages_loses_none() {
         .await;
     assert_eq!(r.attr("type"), Some("result"), "{r}");
     // Kill ferry at once: the outbox is in the middle of sending.
-    ferry.kill().expect("SIGKILL ferry");
-    let _ = ferry.wait();
+    ferry.kill();
     let before = mail.mailbox_messages(BOB, "INBOX").len();
     let mut ferry = spawn_ferry(&config, &log);
     // Until every message is there once (repeats may come first).
@@ -574,8 +591,7 @@ async fn sigkill_in_the_middle_of_200_messages_loses_none() {
         );
         alice.sync().await;
     };
-    ferry.kill().expect("stop ferry");
-    let _ = ferry.wait();
+    ferry.kill();
     for i in 0..N {
         let ids = by_body
             .get(&format!("message {i}"))
