@@ -409,7 +409,8 @@ impl MailServer {
     }
 
     /// The titles of Dovecot's running `imap` processes (one per logged-in connection), e.g.
-    /// `dovecot/imap [alice@example.test 127.0.0.1 IDLE]` with `verbose_proctitle`.
+    /// `dovecot-ferry-mail-XXXX/imap [alice@example.test 127.0.0.1 IDLE]` with
+    /// `verbose_proctitle`.
     pub fn imap_process_titles(&self) -> Vec<String> {
         let Some(pgid) = self.dovecot.as_ref().map(Daemon::pgid) else {
             return Vec::new();
@@ -433,7 +434,12 @@ impl MailServer {
                     .trim_end()
                     .to_owned()
             })
-            .filter(|t| t.starts_with("dovecot/imap ") || t == "dovecot/imap")
+            // `dovecot-INSTANCE/imap …` (the harness names each instance).
+            .filter(|t| {
+                t.split(' ')
+                    .next()
+                    .is_some_and(|w| w.starts_with("dovecot") && w.ends_with("/imap"))
+            })
             .collect()
     }
 
