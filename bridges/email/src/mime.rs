@@ -351,11 +351,34 @@ fn boundary_param(params: &[u8]) -> Option<Vec<u8>> {
 /// Follows the MIME structure line by line and refuses a mail past the limits as soon as
 /// that shows. Linear in the input (times at most `max_depth` boundary comparisons for a
 /// line starting with `--`); allocates only the stack of open levels.
+/// The lines of `raw` split at LF (memchr: the pre-scan must be cheap).
+fn lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    let mut ends = memchr::memchr_iter(b'\n', raw);
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        match ends.next() {
+            Some(end) => {
+                let line = &raw[start..end];
+                start = end + 1;
+                Some(line)
+            }
+            None => {
+                done = true;
+                Some(&raw[start..])
+            }
+        }
+    })
+}
+
 fn prescan(raw: &[u8], limits: &Limits) -> Result<(), MimeError> {
     let mut stack: Vec<Frame> = Vec::new();
     let mut parts = 0usize;
     let mut headers = Some(open_part(&mut parts, &stack, limits)?);
-    for line in raw.split(|&b| b == b'\n') {
+    for line in lines(raw) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if let Some(scanned) = headers.as_mut() {
             if !line.is_empty() {
@@ -711,17 +734,25 @@ fn body_text(message: &Message<'_>, ids: &[u32]) -> String {
 
 /// Line ends to `\n`, trailing whitespace off each line, controls other than `\t` dropped.
 fn clean_text(text: &str) -> String {
-    let text = text.replace("\r\n", "\n").replace('\r', "\n");
+    // One pass: CRLF and lone CR become LF, control characters (but tab) go, and each
+    // line loses its trailing whitespace.
     let mut out = String::with_capacity(text.len());
-    for (i, line) in text.split('\n').enumerate() {
-        if i > 0 {
-            out.push('\n');
+    let mut line_start = 0;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' | '\n' => {
+                if c == '\r' && chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                out.truncate(line_start + out[line_start..].trim_end().len());
+                out.push('\n');
+                line_start = out.len();
+            }
+            c if c == '\t' || !c.is_control() => out.push(c),
+            _ => {}
         }
-        let line: String = line
-            .chars()
-            .filter(|&c| c == '\t' || !c.is_control())
-            .collect();
-        out.push_str(line.trim_end());
     }
+    out.truncate(line_start + out[line_start..].trim_end().len());
     out
 }
