@@ -305,6 +305,19 @@ impl MailServer {
         within: Duration,
     ) -> Vec<Vec<u8>> {
         let deadline = Instant::now() + within;
+        // Every change under the mail directory wakes the check (inotify); the watch is in
+        // place before the first look, so no delivery can slip between the two.
+        let (tx, mut changed) = tokio::sync::mpsc::unbounded_channel();
+        let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
+            let _ = tx.send(());
+        })
+        .expect("an inotify watcher");
+        notify::Watcher::watch(
+            &mut watcher,
+            &self.dir.path().join("mail"),
+            notify::RecursiveMode::Recursive,
+        )
+        .expect("watch the Maildirs");
         loop {
             // Counting is cheap; the files are read once there are enough.
             if self.message_count(user, folder) >= n {
@@ -313,7 +326,8 @@ impl MailServer {
                     return messages;
                 }
             }
-            if Instant::now() >= deadline {
+            let woke = tokio::time::timeout_at(deadline, changed.recv()).await;
+            if woke.is_err() {
                 let messages = self.mailbox_messages(user, folder);
                 let shown: Vec<String> = messages
                     .iter()
@@ -328,7 +342,8 @@ impl MailServer {
                     self.logs()
                 );
             }
-            tokio::time::sleep(POLL).await;
+            // Take the burst of events in one look.
+            while changed.try_recv().is_ok() {}
         }
     }
 
