@@ -201,10 +201,10 @@ impl Gateway {
                     Err(_) => return,
                 };
                 let contact = self.contact_jid(&identity);
-                if let Some(nick) = m.nick.as_deref().filter(|n| !n.trim().is_empty()) {
-                    self.remember_name(identity.id, nick).await;
-                }
                 if let Ok(true) = self.store.introduce_contact(account, identity.id).await {
+                    if let Some(nick) = m.nick.as_deref().filter(|n| !n.trim().is_empty()) {
+                        self.remember_name(identity.id, nick).await;
+                    }
                     let mut p = stanza::presence(&contact, user, Some("subscribe"));
                     if let Some(nick) = m.nick.as_deref().or(identity.display.as_deref()) {
                         p.push(Element::text_child("nick", ns::NICK, nick));
@@ -274,8 +274,9 @@ impl Gateway {
         (thread.or_else(|| m.thread.clone()), reply)
     }
 
-    /// Keeps a contact's display name (the mail's From name) for its vCard, writing only
-    /// when it changed.
+    /// Keeps a contact's display name (the mail's From name) for its vCard, when the
+    /// contact is first introduced to a user (not on every message), writing only when it
+    /// changed.
     async fn remember_name(&self, identity: i64, name: &str) {
         let key = identity.to_string();
         let name: String = name.chars().filter(|c| !c.is_control()).take(200).collect();

@@ -426,12 +426,12 @@ impl Inner {
         let message_id = self.message_id(&msg.key);
         let mut references = Vec::new();
         if let Some(t) = &msg.thread
-            && looks_like_message_id(t)
+            && compose::is_valid_message_id(t)
         {
             references.push(t.clone());
         }
         if let Some(r) = &msg.in_reply_to
-            && looks_like_message_id(r)
+            && compose::is_valid_message_id(r)
             && !references.contains(r)
         {
             references.push(r.clone());
@@ -449,7 +449,10 @@ impl Inner {
             subject,
             body,
             message_id: message_id.clone(),
-            in_reply_to: msg.in_reply_to.clone().filter(|r| looks_like_message_id(r)),
+            in_reply_to: msg
+                .in_reply_to
+                .clone()
+                .filter(|r| compose::is_valid_message_id(r)),
             references,
             date_ms: msg.sent_at_ms.unwrap_or_else(now_ms),
             attachments,
@@ -614,14 +617,6 @@ impl Subjects {
     }
 }
 
-fn looks_like_message_id(s: &str) -> bool {
-    s.len() <= 500
-        && s.contains('@')
-        && !s
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
-}
-
 /// Percent-escapes a file name for a URL path segment.
 fn url_escape(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
@@ -664,11 +659,11 @@ mod tests {
             Some(format!("s{}", Subjects::MAX + 9).as_str())
         );
         assert_eq!(s.by_id.len(), Subjects::MAX);
-        assert!(looks_like_message_id("a.b@c"));
+        assert!(compose::is_valid_message_id("a.b@c"));
         assert!(
-            !looks_like_message_id("a b@c")
-                && !looks_like_message_id("<a@c>")
-                && !looks_like_message_id("abc")
+            !compose::is_valid_message_id("a b@c")
+                && !compose::is_valid_message_id("<a@c>")
+                && !compose::is_valid_message_id("abc")
         );
         assert_eq!(url_escape("a b/é.pdf"), "a%20b%2F%C3%A9.pdf");
     }
