@@ -25,13 +25,33 @@ const SECRET: &str = "bench-secret";
 
 /// utime + stime of a process, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    cpu_seconds_of(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime from a `stat` file of /proc, in seconds.
+fn cpu_seconds_of(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // Fields after the command name (which is in parentheses and may hold spaces).
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
         + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
+}
+
+/// CPU seconds per thread name of a process (threads that share a name are summed).
+fn cpu_by_thread(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let tid: u32 = task.file_name().to_string_lossy().parse().unwrap_or(0);
+        let cpu = cpu_seconds_of(&format!("/proc/{pid}/task/{tid}/stat"));
+        *out.entry(name.trim().to_owned()).or_insert(0.0) += cpu;
+    }
+    out
 }
 
 /// The child: ferry with the fake bridge, attached to the given component port.
@@ -119,6 +139,7 @@ fn main() {
             .recv(Duration::from_secs(20), |e| e.child("received", "urn:xmpp:receipts").is_some())
             .await;
 
+        let threads0 = cpu_by_thread(ferry_pid);
         let (f0, p0, t0) = (cpu_seconds(ferry_pid), cpu_seconds(prosody_pid), Instant::now());
         let mut batch = String::with_capacity(64 * 1024);
         for i in 0..n {
@@ -136,12 +157,20 @@ fn main() {
         }
         let wall = t0.elapsed().as_secs_f64();
         let (f1, p1) = (cpu_seconds(ferry_pid), cpu_seconds(prosody_pid));
+        let threads1 = cpu_by_thread(ferry_pid);
         let ferry_us = (f1 - f0) / n as f64 * 1e6;
         let prosody_us = (p1 - p0) / n as f64 * 1e6;
         println!("{n} messages with receipts in {wall:.2}s = {:.0} messages/s", n as f64 / wall);
         println!("ferry CPU: {:.2}s = {ferry_us:.1} µs/message", f1 - f0);
         println!("Prosody CPU: {:.2}s = {prosody_us:.1} µs/message (two stanzas routed per message: the message and its receipt)", p1 - p0);
         println!("ferry/Prosody CPU ratio: {:.2}", ferry_us / prosody_us);
+        for (name, cpu) in &threads1 {
+            let before = threads0.get(name).copied().unwrap_or(0.0);
+            let us = (cpu - before) / n as f64 * 1e6;
+            if us >= 0.05 {
+                println!("  ferry thread {name}: {us:.1} µs/message");
+            }
+        }
         drop(ferry.stdin.take());
         let _ = ferry.wait();
     });

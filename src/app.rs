@@ -159,6 +159,7 @@ pub async fn start(
             metrics: metrics.clone(),
             sessions: Mutex::default(),
             outbox_wake: Notify::new(),
+            outbox_ready: Default::default(),
             events: ev_tx,
             shutdown: shutdown_rx.clone(),
             started: Instant::now(),

@@ -19,7 +19,7 @@ use crate::jid;
 use crate::metrics::Metrics;
 use crate::router::{self, Access, Route};
 use crate::stanza::{self, Condition, Stanza, ns};
-use crate::store::{Identity, NewOutbox, Store};
+use crate::store::{Identity, NewOutbox, OutboxRow, Store};
 use crate::xml::{Element, NS_COMPONENT};
 
 impl Access for XmppConfig {
@@ -59,6 +59,9 @@ pub struct Gateway {
     pub sessions: Mutex<HashMap<AccountId, SessionEntry>>,
     /// Wakes the outbox worker when a message is queued.
     pub outbox_wake: Notify,
+    /// Rows the router stored already claimed, for the outbox worker to send without a
+    /// claim of its own (their lease keeps other claimers off).
+    pub outbox_ready: Mutex<Vec<OutboxRow>>,
     /// Where sessions push their events (the relay reads the other end).
     pub events: mpsc::Sender<(AccountId, RemoteEvent)>,
     /// Process shutdown.
@@ -181,6 +184,11 @@ pub struct OutboxPayload {
 }
 
 impl Gateway {
+    /// The rows waiting for the outbox worker (see `outbox_ready`).
+    pub fn lock_ready(&self) -> std::sync::MutexGuard<'_, Vec<OutboxRow>> {
+        self.outbox_ready.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<AccountId, SessionEntry>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -223,15 +231,20 @@ impl Gateway {
             return;
         }
         let rows: Vec<NewOutbox> = batch.iter().map(|(_, r)| r.clone()).collect();
-        match self.store.enqueue_batch(&rows).await {
-            Ok(_) => {
-                for _ in 0..rows.len() {
-                    self.metrics.message(self.kind.as_str(), "out", "accepted");
-                }
+        let n = rows.len();
+        match self
+            .store
+            .enqueue_claimed(rows, crate::outbox::LEASE_MS)
+            .await
+        {
+            Ok(stored) => {
+                self.metrics
+                    .messages(self.kind.as_str(), "out", "accepted", n as u64);
+                self.lock_ready().extend(stored);
                 self.outbox_wake.notify_one();
             }
             Err(e) => {
-                tracing::error!(domain = %self.domain, "cannot store {} outbound message(s): {e}", rows.len());
+                tracing::error!(domain = %self.domain, "cannot store {n} outbound message(s): {e}");
                 for (st, _) in batch.iter() {
                     self.metrics.message(self.kind.as_str(), "out", "error");
                     self.reject(

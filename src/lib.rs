@@ -24,3 +24,9 @@ pub mod sessions;
 pub mod stanza;
 pub mod store;
 pub mod xml;
+
+/// Every binary that links ferry (the `ferry` binary, tests, benchmarks) allocates with
+/// mimalloc: routing a message makes many small, short-lived allocations across threads,
+/// where glibc's allocator spent about a third of the runtime's CPU (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

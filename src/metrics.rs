@@ -118,6 +118,17 @@ impl Metrics {
     }
 
     pub fn message(&self, bridge: &'static str, direction: &'static str, outcome: &'static str) {
+        self.messages(bridge, direction, outcome, 1);
+    }
+
+    /// Counts `n` messages at once (see [`Metrics::message`]).
+    pub fn messages(
+        &self,
+        bridge: &'static str,
+        direction: &'static str,
+        outcome: &'static str,
+        n: u64,
+    ) {
         self.add(
             (
                 "ferry_messages_total",
@@ -127,7 +138,7 @@ impl Metrics {
                     ("outcome", outcome),
                 ],
             ),
-            1,
+            n,
         );
     }
 

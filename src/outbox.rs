@@ -3,7 +3,7 @@
 //! permanent failure, a later retry (with backoff) on a transient one.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferry_bridge_api::{BridgeError, ErrorKind, Outbound, RemoteId, SendReceipt};
 
@@ -23,8 +23,26 @@ struct Delivered {
     notice: Option<String>,
 }
 
+/// How one attempt at a row ended.
+enum Attempt {
+    /// The foreign side took it: settle it and tell the user.
+    Delivered(Box<Delivered>),
+    /// It failed transiently and is due again at this time.
+    Retry(i64),
+    /// It was settled as failed (the user has been told).
+    Settled,
+}
+
+/// The instant a unix time in milliseconds falls on (now if it has passed).
+fn instant_at(at_ms: i64) -> Instant {
+    let ahead = u64::try_from(at_ms.saturating_sub(now_ms())).unwrap_or(0);
+    Instant::now() + Duration::from_millis(ahead.min(86_400_000))
+}
+
 /// How long a claimed row stays ours before another worker may take it.
-const LEASE_MS: i64 = 120_000;
+pub const LEASE_MS: i64 = 120_000;
+/// The most rows one pass sends.
+const PASS_ROWS: usize = 256;
 /// Give up on a message that keeps failing transiently after this many attempts.
 const MAX_ATTEMPTS: i64 = 12;
 /// Longest a single send may take before it counts as a transient failure.
@@ -40,54 +58,88 @@ pub fn retry_delay_ms(attempts: i64) -> i64 {
 }
 
 impl Gateway {
-    /// Runs until shutdown: waits for work, sends what is due.
+    /// Runs until shutdown: sends the rows the router hands over as they come, and looks
+    /// in the store for due rows (retries, rows left by a stopped process or another
+    /// instance) at start, when woken with nothing handed over, and when the next stored
+    /// row falls due.
     pub async fn run_outbox(self: Arc<Self>) {
         let mut shutdown = self.shutdown.clone();
-        let mut depth_at = std::time::Instant::now() - Duration::from_secs(10);
+        let mut depth_at = Instant::now() - Duration::from_secs(10);
+        let mut depth_stale = true;
+        let mut claim_at = Instant::now();
+        let mut woken = true;
         loop {
             if *shutdown.borrow() {
                 return;
             }
-            let worked = self.outbox_pass().await;
+            let ready = {
+                let mut ready = self.lock_ready();
+                let n = ready.len().min(PASS_ROWS);
+                ready.drain(..n).collect::<Vec<_>>()
+            };
+            let claim = ready.is_empty() && (woken || Instant::now() >= claim_at);
+            woken = false;
+            let rows = if claim {
+                match self
+                    .store
+                    .claim_due(self.kind, now_ms(), LEASE_MS, PASS_ROWS as i64)
+                    .await
+                {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        tracing::error!(domain = %self.domain, "outbox: {e}");
+                        Vec::new()
+                    }
+                }
+            } else {
+                ready
+            };
+            let worked = !rows.is_empty();
+            if worked {
+                depth_stale = true;
+                if let Some(at) = self.outbox_pass(rows).await {
+                    claim_at = claim_at.min(instant_at(at));
+                }
+            }
             // The depth gauge costs a query: refresh it at most once a second.
-            if !worked || depth_at.elapsed() >= Duration::from_secs(1) {
+            if depth_stale && depth_at.elapsed() >= Duration::from_secs(1) {
                 let depth = self.store.outbox_depth(self.kind).await.unwrap_or(0);
                 self.metrics.set_outbox_depth(self.kind.as_str(), depth);
-                depth_at = std::time::Instant::now();
+                depth_at = Instant::now();
+                depth_stale = worked;
             }
             if worked {
                 continue;
             }
-            let wait = match self.store.next_due_at(self.kind).await {
-                Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(50, 30_000) as u64),
-                _ => Duration::from_secs(30),
+            if claim {
+                // Nothing was due: sleep until the next stored row is.
+                claim_at = match self.store.next_due_at(self.kind).await {
+                    Ok(Some(at)) => instant_at(at),
+                    _ => Instant::now() + Duration::from_secs(30),
+                }
+                .clamp(
+                    Instant::now() + Duration::from_millis(50),
+                    Instant::now() + Duration::from_secs(30),
+                );
+            }
+            let wake_at = if depth_stale {
+                claim_at.min(depth_at + Duration::from_secs(1))
+            } else {
+                claim_at
             };
             tokio::select! {
-                _ = self.outbox_wake.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
+                _ = self.outbox_wake.notified() => woken = self.lock_ready().is_empty(),
+                _ = tokio::time::sleep_until(wake_at.into()) => {}
                 _ = shutdown.changed() => {}
             }
         }
     }
 
-    /// One pass: claims due rows and sends them concurrently. True if it did anything.
-    async fn outbox_pass(self: &Arc<Self>) -> bool {
-        let rows = match self
-            .store
-            .claim_due(self.kind, now_ms(), LEASE_MS, 64)
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(domain = %self.domain, "outbox: {e}");
-                return false;
-            }
-        };
-        if rows.is_empty() {
-            return false;
-        }
+    /// Sends `rows` concurrently and settles them; returns the earliest time a row was
+    /// put back for a later attempt.
+    async fn outbox_pass(self: &Arc<Self>, rows: Vec<OutboxRow>) -> Option<i64> {
         let mut tasks = tokio::task::JoinSet::new();
-        let mut any_sent = false;
+        let mut retry_at: Option<i64> = None;
         for row in rows {
             let session = self
                 .lock_sessions()
@@ -95,7 +147,6 @@ impl Gateway {
                 .and_then(|s| s.session.clone());
             match session {
                 Some(session) => {
-                    any_sent = true;
                     let me = Arc::clone(self);
                     tasks.spawn(async move { me.deliver(row, session).await });
                 }
@@ -106,13 +157,16 @@ impl Gateway {
                         .store
                         .retry_later(row.id, at, "the user's session is not running")
                         .await;
+                    retry_at = Some(retry_at.map_or(at, |r| r.min(at)));
                 }
             }
         }
         let mut delivered = Vec::new();
         while let Some(done) = tasks.join_next().await {
-            if let Ok(Some(d)) = done {
-                delivered.push(d);
+            match done {
+                Ok(Attempt::Delivered(d)) => delivered.push(*d),
+                Ok(Attempt::Retry(at)) => retry_at = Some(retry_at.map_or(at, |r| r.min(at))),
+                Ok(Attempt::Settled) | Err(_) => {}
             }
         }
         if !delivered.is_empty() {
@@ -121,13 +175,14 @@ impl Gateway {
                 // The rows stay leased and are sent again when the lease ends; the receipt
                 // waits for that, so the user never gets one for an unsettled row twice.
                 tracing::error!(domain = %self.domain, "outbox: cannot settle {} delivered row(s): {e}", sent.len());
-                return any_sent;
+                let at = now_ms() + LEASE_MS;
+                return Some(retry_at.map_or(at, |r| r.min(at)));
             }
             let n = delivered.len() as u64;
             self.settled.send_modify(|v| *v += n);
             // Receipts only once the store says the rows are settled.
+            self.metrics.messages(self.kind.as_str(), "out", "ok", n);
             for d in delivered {
-                self.metrics.message(self.kind.as_str(), "out", "ok");
                 if d.receipt_now {
                     self.send_receipt(&d.row, &d.contact).await;
                 }
@@ -143,7 +198,7 @@ impl Gateway {
                 }
             }
         }
-        any_sent
+        retry_at
     }
 
     /// Sends one row; returns what to settle when it was delivered, and settles failures
@@ -152,7 +207,7 @@ impl Gateway {
         &self,
         row: OutboxRow,
         session: Arc<dyn ferry_bridge_api::Session>,
-    ) -> Option<Delivered> {
+    ) -> Attempt {
         let payload: OutboxPayload = match serde_json::from_str(&row.payload) {
             Ok(p) => p,
             Err(e) => {
@@ -161,7 +216,7 @@ impl Gateway {
                     .store
                     .mark_failed(row.id, "unreadable outbox row")
                     .await;
-                return None;
+                return Attempt::Settled;
             }
         };
         let mut in_reply_to = match &payload.reply_to {
@@ -210,7 +265,7 @@ impl Gateway {
                 delivered,
                 notice,
             }) => {
-                return Some(Delivered {
+                return Attempt::Delivered(Box::new(Delivered {
                     sent: SentRow {
                         id: row.id,
                         account: row.account,
@@ -222,7 +277,7 @@ impl Gateway {
                     contact: payload.contact,
                     row,
                     notice,
-                });
+                }));
             }
             Err(e) if e.is_transient() && row.attempts < MAX_ATTEMPTS => {
                 let at = now_ms() + retry_delay_ms(row.attempts);
@@ -234,6 +289,7 @@ impl Gateway {
                 );
                 self.metrics.message(bridge, "out", "retry");
                 let _ = self.store.retry_later(row.id, at, &e.text).await;
+                return Attempt::Retry(at);
             }
             Err(e) => {
                 tracing::info!(id = row.id, "send failed for good: {}", e.text);
@@ -248,7 +304,7 @@ impl Gateway {
                     .await;
             }
         }
-        None
+        Attempt::Settled
     }
 
     /// The XEP-0184 receipt for a delivered message, from the contact.

@@ -733,7 +733,8 @@ async fn migrations_are_idempotent(db: &TestDb) {
             "0001_init".to_owned(),
             "0002_feeds".to_owned(),
             "0003_sms".to_owned(),
-            "0004_email".to_owned()
+            "0004_email".to_owned(),
+            "0005_lean_indexes".to_owned()
         ]
     );
     assert!(store.migrate().await.expect("second migrate").is_empty());
@@ -752,7 +753,8 @@ async fn migrations_are_idempotent(db: &TestDb) {
             (1, "0001_init".to_owned()),
             (2, "0002_feeds".to_owned()),
             (3, "0003_sms".to_owned()),
-            (4, "0004_email".to_owned())
+            (4, "0004_email".to_owned()),
+            (5, "0005_lean_indexes".to_owned())
         ]
     );
 }
@@ -777,7 +779,8 @@ async fn concurrent_migrations_apply_once(db: &TestDb) {
             "0001_init".to_owned(),
             "0002_feeds".to_owned(),
             "0003_sms".to_owned(),
-            "0004_email".to_owned()
+            "0004_email".to_owned(),
+            "0005_lean_indexes".to_owned()
         ]
     );
     let store = db.store().await;
@@ -1575,7 +1578,7 @@ async fn sqlite_in_memory_works() {
     let s = Store::open("sqlite::memory:", Cipher::from_key(KEY))
         .await
         .expect("open");
-    assert_eq!(s.migrate().await.expect("migrate").len(), 4);
+    assert_eq!(s.migrate().await.expect("migrate").len(), 5);
     let id = s
         .upsert_account(BridgeKind::Rss, "a@example.org", &creds(&[("k", "v")]))
         .await

@@ -10,6 +10,16 @@ pub enum StoreError {
     /// The database refused or could not be reached.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// SQLite refused a statement run on the store's own SQLite thread (see `lane`).
+    #[error("database error: {message}")]
+    Sqlite {
+        message: String,
+        /// The database was busy or locked: a retry may succeed.
+        busy: bool,
+    },
+    /// The store was closed.
+    #[error("the store is closed")]
+    Closed,
     /// A sealed blob did not open: wrong key, tampered data, or a blob moved to another row.
     #[error("stored secret could not be decrypted (wrong key, tampered or misplaced data)")]
     Crypto,
@@ -40,6 +50,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Database(e) => sqlx_is_transient(e),
+            StoreError::Sqlite { busy, .. } => *busy,
             _ => false,
         }
     }

@@ -44,6 +44,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0004_email.sql"),
         postgres: include_str!("../../migrations/postgres/0004_email.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_lean_indexes",
+        sqlite: include_str!("../../migrations/sqlite/0005_lean_indexes.sql"),
+        postgres: include_str!("../../migrations/postgres/0005_lean_indexes.sql"),
+    },
 ];
 
 /// `pg_advisory_xact_lock` key for migrations: "ferry" in ASCII.

@@ -4,7 +4,9 @@
 //! bridges.
 //!
 //! One set of queries serves SQLite and PostgreSQL through [`sqlx::AnyPool`]; where the
-//! dialects differ the code branches on [`Backend`]. Times are `i64` unix milliseconds.
+//! dialects differ the code branches on [`Backend`]. On a SQLite file the outbox's hot path
+//! runs on the store's own SQLite thread instead (`lane`), a whole batch per hand-off.
+//! Times are `i64` unix milliseconds.
 //! The schema lives in `migrations/{sqlite,postgres}/` and is applied by
 //! [`Store::migrate`].
 
@@ -15,6 +17,7 @@ mod error;
 mod feeds;
 mod identities;
 mod kv;
+mod lane;
 mod messages;
 mod migrate;
 mod outbox;
@@ -67,6 +70,8 @@ pub struct Store {
     backend: Backend,
     /// Seals credentials at rest; behind an `Arc` so clones do not copy the key around.
     cipher: Arc<Cipher>,
+    /// The thread that runs the outbox's hot path on a SQLite file (`None` otherwise).
+    lane: Option<Arc<lane::Lane>>,
 }
 
 impl Store {
@@ -102,10 +107,16 @@ impl Store {
             }
             Backend::Postgres => AnyPoolOptions::new().connect(url).await?,
         };
+        // The pool created the file; the lane opens its own connection to it.
+        let lane = match backend {
+            Backend::Sqlite => lane::Lane::open(url)?.map(Arc::new),
+            Backend::Postgres => None,
+        };
         Ok(Store {
             pool,
             backend,
             cipher: Arc::new(cipher),
+            lane,
         })
     }
 
@@ -116,6 +127,9 @@ impl Store {
 
     /// Closes every connection; later calls fail. Waits for checked-out connections.
     pub async fn close(&self) {
+        if let Some(lane) = &self.lane {
+            lane.close().await;
+        }
         self.pool.close().await;
     }
 

@@ -10,6 +10,7 @@ use ferry_bridge_api::{AccountId, BridgeKind};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::lane::lane_error;
 use super::{Backend, Store, StoreError, get_bool, now_ms, parse_bridge};
 
 /// Where an outbox row stands.
@@ -124,11 +125,30 @@ const CLAIM_POSTGRES: &str = concat!(
     columns!()
 );
 
+/// Stores a message as due now: `$9` attempts, leased until `$10` (0 and 0 for a row any
+/// claimer may take, 1 and a lease's end for a row its storer sends itself).
 const INSERT: &str = "INSERT INTO outbox (bridge, account_id, recipient, payload, from_jid,
         stanza_id, want_receipt, state, attempts, next_attempt_at_ms, locked_until_ms,
         created_at_ms, updated_at_ms)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, 0, $8, $8)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $9, $8, $10, $8, $8)
      RETURNING id";
+
+const MARK_SENT: &str = "UPDATE outbox SET state = 'sent', remote_message_id = $2,
+        locked_until_ms = 0, updated_at_ms = $3
+     WHERE id = $1";
+
+const MAP_SENT: &str = "INSERT INTO message_map
+        (account_id, direction, xmpp_id, remote_message_id, thread, created_at_ms)
+     VALUES ($1, 'out', $2, $3, $4, $5)
+     ON CONFLICT (account_id, remote_message_id) DO UPDATE
+     SET direction = excluded.direction, xmpp_id = excluded.xmpp_id,
+         thread = excluded.thread, created_at_ms = excluded.created_at_ms";
+
+const NEXT_DUE: &str = "SELECT MIN(CASE WHEN locked_until_ms > next_attempt_at_ms
+                         THEN locked_until_ms ELSE next_attempt_at_ms END)
+     FROM outbox WHERE bridge = $1 AND state = 'pending'";
+
+const DEPTH: &str = "SELECT COUNT(*) FROM outbox WHERE bridge = $1 AND state = 'pending'";
 
 fn row_from(row: &AnyRow) -> Result<OutboxRow, StoreError> {
     Ok(OutboxRow {
@@ -151,7 +171,58 @@ fn row_from(row: &AnyRow) -> Result<OutboxRow, StoreError> {
     })
 }
 
-async fn insert<'e, E>(exec: E, msg: &NewOutbox, now: i64) -> Result<i64, StoreError>
+/// The same row read on the lane's connection (columns in `columns!()` order).
+fn lane_row(r: &rusqlite::Row<'_>) -> Result<OutboxRow, StoreError> {
+    let e = lane_error;
+    Ok(OutboxRow {
+        id: r.get(0).map_err(e)?,
+        bridge: parse_bridge(&r.get::<_, String>(1).map_err(e)?)?,
+        account: AccountId(r.get(2).map_err(e)?),
+        recipient: r.get(3).map_err(e)?,
+        payload: r.get(4).map_err(e)?,
+        from_jid: r.get(5).map_err(e)?,
+        stanza_id: r.get(6).map_err(e)?,
+        want_receipt: r.get::<_, i64>(7).map_err(e)? != 0,
+        state: OutboxState::parse(&r.get::<_, String>(8).map_err(e)?)?,
+        attempts: r.get(9).map_err(e)?,
+        next_attempt_at_ms: r.get(10).map_err(e)?,
+        locked_until_ms: r.get(11).map_err(e)?,
+        last_error: r.get(12).map_err(e)?,
+        remote_message_id: r.get(13).map_err(e)?,
+        created_at_ms: r.get(14).map_err(e)?,
+        updated_at_ms: r.get(15).map_err(e)?,
+    })
+}
+
+/// A message as its freshly inserted row reads.
+fn stored_row(msg: NewOutbox, id: i64, now: i64, attempts: i64, locked_until_ms: i64) -> OutboxRow {
+    OutboxRow {
+        id,
+        bridge: msg.bridge,
+        account: msg.account,
+        recipient: msg.recipient,
+        payload: msg.payload,
+        from_jid: msg.from_jid,
+        stanza_id: msg.stanza_id,
+        want_receipt: msg.want_receipt,
+        state: OutboxState::Pending,
+        attempts,
+        next_attempt_at_ms: now,
+        locked_until_ms,
+        last_error: None,
+        remote_message_id: None,
+        created_at_ms: now,
+        updated_at_ms: now,
+    }
+}
+
+async fn insert<'e, E>(
+    exec: E,
+    msg: &NewOutbox,
+    now: i64,
+    attempts: i64,
+    locked_until_ms: i64,
+) -> Result<i64, StoreError>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
@@ -164,14 +235,52 @@ where
         .bind(msg.stanza_id.as_deref())
         .bind(msg.want_receipt)
         .bind(now)
+        .bind(attempts)
+        .bind(locked_until_ms)
         .fetch_one(exec)
         .await?)
+}
+
+/// Inserts `msgs` on the lane's connection (inside its write transaction); returns their
+/// ids.
+fn lane_insert(
+    conn: &rusqlite::Connection,
+    msgs: &[NewOutbox],
+    now: i64,
+    attempts: i64,
+    locked_until_ms: i64,
+) -> Result<Vec<i64>, StoreError> {
+    let mut ids = Vec::with_capacity(msgs.len());
+    {
+        // Without RETURNING: SQLite buffers RETURNING rows in a temporary b-tree, which
+        // costs more than the insert.
+        let mut stmt = conn
+            .prepare_cached(INSERT.trim_end_matches("RETURNING id").trim_end())
+            .map_err(lane_error)?;
+        for msg in msgs {
+            stmt.execute(rusqlite::named_params! {
+                        "$1": msg.bridge.as_str(),
+                        "$2": msg.account.0,
+                        "$3": msg.recipient,
+                        "$4": msg.payload,
+                        "$5": msg.from_jid,
+                        "$6": msg.stanza_id,
+                        "$7": msg.want_receipt,
+                        "$8": now,
+                        "$9": attempts,
+                "$10": locked_until_ms,
+            })
+            .map_err(lane_error)?;
+            ids.push(conn.last_insert_rowid());
+        }
+    }
+    Ok(ids)
 }
 
 impl Store {
     /// Queues one message; returns its row id.
     pub async fn enqueue(&self, msg: &NewOutbox) -> Result<i64, StoreError> {
-        insert(&self.pool, msg, now_ms()).await
+        insert(&self.pool, msg, now_ms(), 0, 0).await
     }
 
     /// Queues several messages in one transaction (all or none); returns their ids in order.
@@ -179,11 +288,46 @@ impl Store {
         if msgs.is_empty() {
             return Ok(Vec::new());
         }
+        self.insert_batch(msgs.to_vec(), now_ms(), 0, 0).await
+    }
+
+    /// Queues several messages in one transaction (all or none), already claimed by the
+    /// caller: each row counts its first attempt and is leased until `now + lease_ms`, so
+    /// the caller sends them itself without a claim. Returns the rows as stored, in order.
+    pub async fn enqueue_claimed(
+        &self,
+        msgs: Vec<NewOutbox>,
+        lease_ms: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        if msgs.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = now_ms();
+        let until = now.saturating_add(lease_ms.max(0));
+        let ids = self.insert_batch(msgs.clone(), now, 1, until).await?;
+        Ok(msgs
+            .into_iter()
+            .zip(ids)
+            .map(|(msg, id)| stored_row(msg, id, now, 1, until))
+            .collect())
+    }
+
+    async fn insert_batch(
+        &self,
+        msgs: Vec<NewOutbox>,
+        now: i64,
+        attempts: i64,
+        locked_until_ms: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        if let Some(lane) = &self.lane {
+            return lane
+                .call(move |conn| lane_insert(conn, &msgs, now, attempts, locked_until_ms))
+                .await;
+        }
         let mut tx = self.begin_write().await?;
         let mut ids = Vec::with_capacity(msgs.len());
-        for msg in msgs {
-            ids.push(insert(&mut *tx, msg, now).await?);
+        for msg in &msgs {
+            ids.push(insert(&mut *tx, msg, now, attempts, locked_until_ms).await?);
         }
         tx.commit().await?;
         Ok(ids)
@@ -203,20 +347,39 @@ impl Store {
         if limit <= 0 {
             return Ok(Vec::new());
         }
-        let sql = match self.backend {
+        let lease_ms = lease_ms.max(0);
+        let mut out = if let Some(lane) = &self.lane {
             // One statement is one write transaction: SQLite has a single writer.
-            Backend::Sqlite => CLAIM_SQLITE,
-            // Row locks taken by the sub-select; rows another claimer is taking are skipped.
-            Backend::Postgres => CLAIM_POSTGRES,
+            lane.call(move |conn| {
+                let mut stmt = conn.prepare_cached(CLAIM_SQLITE).map_err(lane_error)?;
+                let mut rows = stmt
+                    .query(rusqlite::named_params! {
+                        "$1": bridge.as_str(), "$2": now_ms, "$3": lease_ms, "$4": limit,
+                    })
+                    .map_err(lane_error)?;
+                let mut out = Vec::new();
+                while let Some(r) = rows.next().map_err(lane_error)? {
+                    out.push(lane_row(r)?);
+                }
+                Ok(out)
+            })
+            .await?
+        } else {
+            let sql = match self.backend {
+                Backend::Sqlite => CLAIM_SQLITE,
+                // Row locks taken by the sub-select; rows another claimer is taking are
+                // skipped.
+                Backend::Postgres => CLAIM_POSTGRES,
+            };
+            let rows = sqlx::query(sql)
+                .bind(bridge.as_str())
+                .bind(now_ms)
+                .bind(lease_ms)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(row_from).collect::<Result<Vec<_>, _>>()?
         };
-        let rows = sqlx::query(sql)
-            .bind(bridge.as_str())
-            .bind(now_ms)
-            .bind(lease_ms.max(0))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = rows.iter().map(row_from).collect::<Result<Vec<_>, _>>()?;
         out.sort_by_key(|r| (r.next_attempt_at_ms, r.id));
         Ok(out)
     }
@@ -224,16 +387,12 @@ impl Store {
     /// Settles a row as accepted by the foreign side under `remote_message_id`; true if
     /// the row exists.
     pub async fn mark_sent(&self, id: i64, remote_message_id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE outbox SET state = 'sent', remote_message_id = $2, locked_until_ms = 0,
-                 updated_at_ms = $3
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(remote_message_id)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query(MARK_SENT)
+            .bind(id)
+            .bind(remote_message_id)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -244,34 +403,48 @@ impl Store {
             return Ok(());
         }
         let now = now_ms();
+        if let Some(lane) = &self.lane {
+            let done = done.to_vec();
+            return lane
+                .call(move |conn| {
+                    {
+                        let mut sent = conn.prepare_cached(MARK_SENT).map_err(lane_error)?;
+                        let mut map = conn.prepare_cached(MAP_SENT).map_err(lane_error)?;
+                        for d in &done {
+                            sent.execute(rusqlite::named_params! {
+                                "$1": d.id, "$2": d.remote_message_id, "$3": now,
+                            })
+                            .map_err(lane_error)?;
+                            if let Some(xmpp_id) = &d.stanza_id {
+                                map.execute(rusqlite::named_params! {
+                                    "$1": d.account.0, "$2": xmpp_id,
+                                    "$3": d.remote_message_id, "$4": d.thread, "$5": now,
+                                })
+                                .map_err(lane_error)?;
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+                .await;
+        }
         let mut tx = self.begin_write().await?;
         for d in done {
-            sqlx::query(
-                "UPDATE outbox SET state = 'sent', remote_message_id = $2, locked_until_ms = 0,
-                     updated_at_ms = $3
-                 WHERE id = $1",
-            )
-            .bind(d.id)
-            .bind(d.remote_message_id.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            if let Some(xmpp_id) = &d.stanza_id {
-                sqlx::query(
-                    "INSERT INTO message_map
-                         (account_id, direction, xmpp_id, remote_message_id, thread, created_at_ms)
-                     VALUES ($1, 'out', $2, $3, $4, $5)
-                     ON CONFLICT (account_id, remote_message_id) DO UPDATE
-                     SET direction = excluded.direction, xmpp_id = excluded.xmpp_id,
-                         thread = excluded.thread, created_at_ms = excluded.created_at_ms",
-                )
-                .bind(d.account.0)
-                .bind(xmpp_id.as_str())
+            sqlx::query(MARK_SENT)
+                .bind(d.id)
                 .bind(d.remote_message_id.as_str())
-                .bind(d.thread.as_deref())
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+            if let Some(xmpp_id) = &d.stanza_id {
+                sqlx::query(MAP_SENT)
+                    .bind(d.account.0)
+                    .bind(xmpp_id.as_str())
+                    .bind(d.remote_message_id.as_str())
+                    .bind(d.thread.as_deref())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
         tx.commit().await?;
@@ -330,12 +503,19 @@ impl Store {
 
     /// How many rows of `bridge` are pending (due, scheduled or leased).
     pub async fn outbox_depth(&self, bridge: BridgeKind) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM outbox WHERE bridge = $1 AND state = 'pending'",
-        )
-        .bind(bridge.as_str())
-        .fetch_one(&self.pool)
-        .await?)
+        if let Some(lane) = &self.lane {
+            return lane
+                .call(move |conn| {
+                    conn.prepare_cached(DEPTH)
+                        .and_then(|mut s| s.query_row([bridge.as_str()], |r| r.get(0)))
+                        .map_err(lane_error)
+                })
+                .await;
+        }
+        Ok(sqlx::query_scalar(DEPTH)
+            .bind(bridge.as_str())
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     /// One row by id.
@@ -382,14 +562,19 @@ impl Store {
     /// When the next pending row of `bridge` becomes claimable (its due time, or its
     /// lease's end if later); `None` when nothing is pending. May be in the past.
     pub async fn next_due_at(&self, bridge: BridgeKind) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT MIN(CASE WHEN locked_until_ms > next_attempt_at_ms
-                             THEN locked_until_ms ELSE next_attempt_at_ms END)
-             FROM outbox WHERE bridge = $1 AND state = 'pending'",
-        )
-        .bind(bridge.as_str())
-        .fetch_one(&self.pool)
-        .await?)
+        if let Some(lane) = &self.lane {
+            return lane
+                .call(move |conn| {
+                    conn.prepare_cached(NEXT_DUE)
+                        .and_then(|mut s| s.query_row([bridge.as_str()], |r| r.get(0)))
+                        .map_err(lane_error)
+                })
+                .await;
+        }
+        Ok(sqlx::query_scalar(NEXT_DUE)
+            .bind(bridge.as_str())
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     /// Deletes settled (sent or failed) rows last touched before `before_ms`; returns how
