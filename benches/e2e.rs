@@ -75,7 +75,7 @@ fn child(port: u16, dir: &str) {
             vec![ferry::app::BridgeSpec {
                 domain: GW.into(),
                 secret: SECRET.into(),
-                bridge: Arc::new(FakeBridge::new(BridgeKind::Rss, false)),
+                bridge: Arc::new(FakeBridge::sink(BridgeKind::Rss, false)),
             }],
         )
         .await

@@ -230,7 +230,7 @@ impl Gateway {
         if batch.is_empty() {
             return;
         }
-        let rows: Vec<NewOutbox> = batch.iter().map(|(_, r)| r.clone()).collect();
+        let (stanzas, rows): (Vec<Stanza>, Vec<NewOutbox>) = batch.drain(..).unzip();
         let n = rows.len();
         match self
             .store
@@ -245,7 +245,7 @@ impl Gateway {
             }
             Err(e) => {
                 tracing::error!(domain = %self.domain, "cannot store {n} outbound message(s): {e}");
-                for (st, _) in batch.iter() {
+                for st in &stanzas {
                     self.metrics.message(self.kind.as_str(), "out", "error");
                     self.reject(
                         st,

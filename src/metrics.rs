@@ -108,12 +108,17 @@ impl Metrics {
     }
 
     pub fn stanza(&self, bridge: &'static str, direction: &'static str) {
+        self.stanzas(bridge, direction, 1);
+    }
+
+    /// Counts `n` stanzas at once (see [`Metrics::stanza`]).
+    pub fn stanzas(&self, bridge: &'static str, direction: &'static str, n: u64) {
         self.add(
             (
                 "ferry_stanzas_total",
                 [("bridge", bridge), ("direction", direction), NONE],
             ),
-            1,
+            n,
         );
     }
 

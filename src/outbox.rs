@@ -2,8 +2,13 @@
 //! its user's session, and answers the user: a receipt on delivery, an error stanza on
 //! permanent failure, a later retry (with backoff) on a transient one.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 
 use ferry_bridge_api::{BridgeError, ErrorKind, Outbound, RemoteId, SendReceipt};
 
@@ -138,7 +143,10 @@ impl Gateway {
     /// Sends `rows` concurrently and settles them; returns the earliest time a row was
     /// put back for a later attempt.
     async fn outbox_pass(self: &Arc<Self>, rows: Vec<OutboxRow>) -> Option<i64> {
-        let mut tasks = tokio::task::JoinSet::new();
+        // The sends run concurrently inside this task: a task each would cost a spawn and
+        // a cross-thread wake-up per message. A send that panics counts as settled-failed
+        // for this pass (its row stays leased and is retried when the lease ends).
+        let mut sends = FuturesUnordered::new();
         let mut retry_at: Option<i64> = None;
         for row in rows {
             let session = self
@@ -147,8 +155,7 @@ impl Gateway {
                 .and_then(|s| s.session.clone());
             match session {
                 Some(session) => {
-                    let me = Arc::clone(self);
-                    tasks.spawn(async move { me.deliver(row, session).await });
+                    sends.push(AssertUnwindSafe(self.deliver(row, session)).catch_unwind());
                 }
                 None => {
                     // The session is not up (yet): keep the row and try again soon.
@@ -162,13 +169,17 @@ impl Gateway {
             }
         }
         let mut delivered = Vec::new();
-        while let Some(done) = tasks.join_next().await {
+        while let Some(done) = sends.next().await {
             match done {
                 Ok(Attempt::Delivered(d)) => delivered.push(*d),
                 Ok(Attempt::Retry(at)) => retry_at = Some(retry_at.map_or(at, |r| r.min(at))),
-                Ok(Attempt::Settled) | Err(_) => {}
+                Ok(Attempt::Settled) => {}
+                Err(_) => {
+                    tracing::error!(domain = %self.domain, "outbox: a bridge's send panicked")
+                }
             }
         }
+        drop(sends);
         if !delivered.is_empty() {
             let sent: Vec<SentRow> = delivered.iter().map(|d| d.sent.clone()).collect();
             if let Err(e) = self.store.complete_sent(&sent).await {

@@ -421,7 +421,7 @@ async fn write_loop(
                 let Some(first) = first else { return rx };
                 buf.clear();
                 first.write_to(&mut buf, NS_COMPONENT);
-                let mut n = 1;
+                let mut n: u64 = 1;
                 while n < 256 {
                     match rx.try_recv() {
                         Ok(e) => { e.write_to(&mut buf, NS_COMPONENT); n += 1; }
@@ -436,9 +436,7 @@ async fn write_loop(
                     tracing::warn!("flush failed: {e}");
                     return rx;
                 }
-                for _ in 0..n {
-                    metrics.stanza(bridge, "out");
-                }
+                metrics.stanzas(bridge, "out", n);
             }
         }
     }

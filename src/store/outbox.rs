@@ -6,6 +6,8 @@
 //! [`Store::retry_later`]. A claimer that dies leaves its rows locked until the lease
 //! expires, after which they are claimed again.
 
+use std::sync::Arc;
+
 use ferry_bridge_api::{AccountId, BridgeKind};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -288,7 +290,8 @@ impl Store {
         if msgs.is_empty() {
             return Ok(Vec::new());
         }
-        self.insert_batch(msgs.to_vec(), now_ms(), 0, 0).await
+        let msgs = Arc::new(msgs.to_vec());
+        self.insert_batch(&msgs, now_ms(), 0, 0).await
     }
 
     /// Queues several messages in one transaction (all or none), already claimed by the
@@ -304,7 +307,10 @@ impl Store {
         }
         let now = now_ms();
         let until = now.saturating_add(lease_ms.max(0));
-        let ids = self.insert_batch(msgs.clone(), now, 1, until).await?;
+        let msgs = Arc::new(msgs);
+        let ids = self.insert_batch(&msgs, now, 1, until).await?;
+        // The lane has let go of its handle by now, or is about to: copy only if not.
+        let msgs = Arc::try_unwrap(msgs).unwrap_or_else(|shared| shared.as_ref().clone());
         Ok(msgs
             .into_iter()
             .zip(ids)
@@ -314,19 +320,20 @@ impl Store {
 
     async fn insert_batch(
         &self,
-        msgs: Vec<NewOutbox>,
+        msgs: &Arc<Vec<NewOutbox>>,
         now: i64,
         attempts: i64,
         locked_until_ms: i64,
     ) -> Result<Vec<i64>, StoreError> {
         if let Some(lane) = &self.lane {
+            let msgs = Arc::clone(msgs);
             return lane
                 .call(move |conn| lane_insert(conn, &msgs, now, attempts, locked_until_ms))
                 .await;
         }
         let mut tx = self.begin_write().await?;
         let mut ids = Vec::with_capacity(msgs.len());
-        for msg in &msgs {
+        for msg in msgs.iter() {
             ids.push(insert(&mut *tx, msg, now, attempts, locked_until_ms).await?);
         }
         tx.commit().await?;
