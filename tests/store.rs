@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use ferry::store::{Backend, Cipher, Direction, NewOutbox, OutboxState, Store, StoreError, now_ms};
+use ferry::store::{
+    Backend, Cipher, Direction, NewOutbox, OutboxState, SentRow, Store, StoreError, now_ms,
+};
 use ferry_bridge_api::{AccountId, BridgeKind, Credentials};
 use sqlx::{AnyPool, Connection};
 use tokio::task::JoinSet;
@@ -198,6 +200,7 @@ on_both_backends!(
     concurrent_ensure_identity_agrees,
     contacts_round_trip,
     message_map_round_trip,
+    sent_rows_are_mappings,
     inbound_dedupe_under_concurrency,
     outbox_lifecycle,
     concurrent_claimers_never_share_a_row,
@@ -1280,6 +1283,115 @@ async fn message_map_round_trip(db: &TestDb) {
             .expect("lookup")
             .is_none()
     );
+}
+
+/// A settled outbox row maps its stanza id to the foreign id (and thread) without a
+/// message_map row of its own; pending rows and rows without a stanza id map nothing.
+async fn sent_rows_are_mappings(db: &TestDb) {
+    let s = db.migrated().await;
+    let alice = s
+        .upsert_account(BridgeKind::Email, "alice@example.org", &Credentials::new())
+        .await
+        .expect("alice");
+    let bob = s
+        .upsert_account(BridgeKind::Email, "bob@example.org", &Credentials::new())
+        .await
+        .expect("bob");
+    let mut anonymous = message(alice, "carol@example.net", "two");
+    anonymous.stanza_id = None;
+    let rows = s
+        .enqueue_claimed(
+            vec![
+                message(alice, "carol@example.net", "one"),
+                anonymous,
+                message(alice, "carol@example.net", "three"),
+            ],
+            60_000,
+        )
+        .await
+        .expect("enqueue");
+    let sent = |i: usize, remote: &str, thread: Option<&str>| SentRow {
+        id: rows[i].id,
+        account: alice,
+        remote_message_id: remote.to_owned(),
+        stanza_id: rows[i].stanza_id.clone(),
+        thread: thread.map(str::to_owned),
+    };
+    s.complete_sent(&[sent(0, "<a@mail>", Some("t1")), sent(1, "<b@mail>", None)])
+        .await
+        .expect("settle");
+    assert_eq!(
+        s.outbox_row(rows[0].id)
+            .await
+            .expect("row")
+            .expect("present")
+            .state,
+        OutboxState::Sent
+    );
+
+    let out = s
+        .remote_for_xmpp(alice, "stanza-one")
+        .await
+        .expect("lookup")
+        .expect("a sent row is a mapping");
+    assert_eq!(out.direction, Direction::Out);
+    assert_eq!(out.account, alice);
+    assert_eq!(out.remote_message_id, "<a@mail>");
+    assert_eq!(out.thread.as_deref(), Some("t1"));
+    assert_eq!(
+        s.xmpp_for_remote(alice, "<a@mail>")
+            .await
+            .expect("lookup")
+            .expect("present")
+            .xmpp_id,
+        "stanza-one"
+    );
+    assert_eq!(
+        s.latest_in_thread(alice, "t1")
+            .await
+            .expect("lookup")
+            .expect("present")
+            .remote_message_id,
+        "<a@mail>"
+    );
+    // Without a stanza id there is nothing to map; a pending row maps nothing yet; and
+    // mappings are per account.
+    assert!(
+        s.xmpp_for_remote(alice, "<b@mail>")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    assert!(
+        s.remote_for_xmpp(alice, "stanza-three")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    assert!(
+        s.remote_for_xmpp(bob, "stanza-one")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    assert!(
+        s.xmpp_for_remote(bob, "<a@mail>")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+
+    // A later mail in the thread is the thread's latest message.
+    s.map_message(alice, Direction::In, "ferry-7", "<c@mail>", Some("t1"))
+        .await
+        .expect("map in");
+    let latest = s
+        .latest_in_thread(alice, "t1")
+        .await
+        .expect("lookup")
+        .expect("present");
+    assert_eq!(latest.direction, Direction::In);
+    assert_eq!(latest.remote_message_id, "<c@mail>");
 }
 
 async fn inbound_dedupe_under_concurrency(db: &TestDb) {

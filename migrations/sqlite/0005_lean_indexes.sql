@@ -1,9 +1,12 @@
 -- Less work for SQLite per message (the outbox is written twice for every message).
 
--- The outbox is rebuilt for one reason: its CHECK on `state` used `IN` with three values,
--- which SQLite evaluates by building a temporary b-tree on every insert and update. The
--- same rule as comparisons costs nothing. No table refers to the outbox, and the ids are
--- kept, with the AUTOINCREMENT counter: a Message-ID built from a row id is never reused.
+-- The outbox is rebuilt because its CHECK on `state` used `IN` with three values, which
+-- SQLite evaluates by building a temporary b-tree on every insert and update; the same
+-- rule as comparisons costs nothing. It gains `thread`: a sent row now is the mapping of
+-- its stanza id to the foreign id (it used to be copied into message_map as well, which
+-- cost five more b-tree writes per message). No table refers to the outbox, and the ids
+-- are kept, with the AUTOINCREMENT counter: a Message-ID built from a row id is never
+-- reused. Rows sent before this migration keep their message_map copies.
 CREATE TABLE outbox_rebuilt (
     id                  INTEGER PRIMARY KEY AUTOINCREMENT,
     bridge              TEXT NOT NULL,
@@ -20,6 +23,7 @@ CREATE TABLE outbox_rebuilt (
     locked_until_ms     INTEGER NOT NULL DEFAULT 0,
     last_error          TEXT,
     remote_message_id   TEXT,
+    thread              TEXT,
     created_at_ms       INTEGER NOT NULL,
     updated_at_ms       INTEGER NOT NULL
 );
@@ -43,8 +47,13 @@ CREATE INDEX outbox_due_idx ON outbox (bridge, next_attempt_at_ms) WHERE state =
 -- through one index that holds only rows the foreign side accepted.
 CREATE INDEX outbox_remote_idx ON outbox (remote_message_id) WHERE remote_message_id IS NOT NULL;
 
--- The SMS daily quota counts a user's recent messages.
-CREATE INDEX outbox_account_created_idx ON outbox (account_id, created_at_ms);
+-- A sent message found by its stanza id or its thread (replies, corrections, threads).
+CREATE INDEX outbox_stanza_idx ON outbox (account_id, stanza_id) WHERE stanza_id IS NOT NULL;
+CREATE INDEX outbox_thread_idx ON outbox (account_id, thread) WHERE thread IS NOT NULL;
+
+-- The SMS daily quota counts a user's recent texts; no other bridge needs the index.
+CREATE INDEX outbox_account_created_idx ON outbox (account_id, created_at_ms)
+    WHERE bridge = 'sms';
 
 -- Most messages are in no thread.
 DROP INDEX message_map_thread_idx;

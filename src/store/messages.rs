@@ -1,5 +1,10 @@
-//! The message-id map (`message_map`: XMPP stanza id ↔ foreign message id, per account,
-//! with the thread) and inbound de-duplication (`inbound_seen`).
+//! The message-id map (XMPP stanza id ↔ foreign message id, per account, with the thread)
+//! and inbound de-duplication (`inbound_seen`).
+//!
+//! The map has two sources: `message_map` (what a bridge or the relay maps explicitly,
+//! inbound messages above all) and the outbox, whose sent rows carry their stanza id,
+//! foreign id and thread (direction `out`). Settling a message therefore writes one row, not
+//! two. Lookups read both and take the latest.
 
 use ferry_bridge_api::AccountId;
 use sqlx::Row;
@@ -55,6 +60,33 @@ fn mapping_from_row(row: &AnyRow) -> Result<MessageMapping, StoreError> {
     })
 }
 
+/// The latest mapping that matches `$map_where` in `message_map` or `$sent_where` among
+/// the outbox rows the foreign side accepted (they have a remote id, even if a delivery
+/// report failed them later) that had a stanza id. Among equally recent ones an explicit
+/// mapping wins, then the later row. A macro so that the SQL stays a `&'static str`.
+macro_rules! mapping_query {
+    ($map_where:literal, $sent_where:literal $(,)?) => {
+        concat!(
+            "SELECT account_id, direction, xmpp_id, remote_message_id, thread, created_at_ms
+             FROM (
+                 SELECT account_id, direction, xmpp_id, remote_message_id, thread,
+                        created_at_ms, 1 AS source, id
+                 FROM message_map WHERE ",
+            $map_where,
+            "
+                 UNION ALL
+                 SELECT account_id, 'out' AS direction, stanza_id AS xmpp_id,
+                        remote_message_id, thread, updated_at_ms AS created_at_ms,
+                        0 AS source, id
+                 FROM outbox WHERE ",
+            $sent_where,
+            " AND stanza_id IS NOT NULL AND remote_message_id IS NOT NULL
+             ) mapped
+             ORDER BY created_at_ms DESC, source DESC, id DESC LIMIT 1"
+        )
+    };
+}
+
 impl Store {
     /// Records that `xmpp_id` and `remote_message_id` name one message of `account`. A
     /// foreign id is mapped once per account: mapping it again replaces the earlier pair.
@@ -91,11 +123,10 @@ impl Store {
         account: AccountId,
         xmpp_id: &str,
     ) -> Result<Option<MessageMapping>, StoreError> {
-        let row = sqlx::query(
-            "SELECT account_id, direction, xmpp_id, remote_message_id, thread, created_at_ms
-             FROM message_map WHERE account_id = $1 AND xmpp_id = $2
-             ORDER BY created_at_ms DESC, id DESC LIMIT 1",
-        )
+        let row = sqlx::query(mapping_query!(
+            "account_id = $1 AND xmpp_id = $2",
+            "account_id = $1 AND stanza_id = $2",
+        ))
         .bind(account.0)
         .bind(xmpp_id)
         .fetch_optional(&self.pool)
@@ -109,10 +140,10 @@ impl Store {
         account: AccountId,
         remote_message_id: &str,
     ) -> Result<Option<MessageMapping>, StoreError> {
-        let row = sqlx::query(
-            "SELECT account_id, direction, xmpp_id, remote_message_id, thread, created_at_ms
-             FROM message_map WHERE account_id = $1 AND remote_message_id = $2",
-        )
+        let row = sqlx::query(mapping_query!(
+            "account_id = $1 AND remote_message_id = $2",
+            "remote_message_id = $2 AND account_id = $1",
+        ))
         .bind(account.0)
         .bind(remote_message_id)
         .fetch_optional(&self.pool)
@@ -189,11 +220,10 @@ impl Store {
         account: AccountId,
         thread: &str,
     ) -> Result<Option<MessageMapping>, StoreError> {
-        let row = sqlx::query(
-            "SELECT account_id, direction, xmpp_id, remote_message_id, thread, created_at_ms
-             FROM message_map WHERE account_id = $1 AND thread = $2
-             ORDER BY created_at_ms DESC, id DESC LIMIT 1",
-        )
+        let row = sqlx::query(mapping_query!(
+            "account_id = $1 AND thread = $2",
+            "account_id = $1 AND thread = $2",
+        ))
         .bind(account.0)
         .bind(thread)
         .fetch_optional(&self.pool)

@@ -127,24 +127,20 @@ const CLAIM_POSTGRES: &str = concat!(
     columns!()
 );
 
-/// Stores a message as due now: `$9` attempts, leased until `$10` (0 and 0 for a row any
-/// claimer may take, 1 and a lease's end for a row its storer sends itself).
+/// Stores a message as due now: `$8` attempts, leased until `$10` (0 and 0 for a row any
+/// claimer may take, 1 and a lease's end for a row its storer sends itself). Placeholders
+/// appear in their own order, so the lane binds them by position too.
 const INSERT: &str = "INSERT INTO outbox (bridge, account_id, recipient, payload, from_jid,
         stanza_id, want_receipt, state, attempts, next_attempt_at_ms, locked_until_ms,
         created_at_ms, updated_at_ms)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $9, $8, $10, $8, $8)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $9, $9)
      RETURNING id";
 
-const MARK_SENT: &str = "UPDATE outbox SET state = 'sent', remote_message_id = $2,
-        locked_until_ms = 0, updated_at_ms = $3
-     WHERE id = $1";
-
-const MAP_SENT: &str = "INSERT INTO message_map
-        (account_id, direction, xmpp_id, remote_message_id, thread, created_at_ms)
-     VALUES ($1, 'out', $2, $3, $4, $5)
-     ON CONFLICT (account_id, remote_message_id) DO UPDATE
-     SET direction = excluded.direction, xmpp_id = excluded.xmpp_id,
-         thread = excluded.thread, created_at_ms = excluded.created_at_ms";
+/// Settles a row as sent: `$1` remote id, `$2` thread, `$3` now, `$4` row id. A sent row
+/// is also the mapping of its stanza id to the foreign id (see `messages`).
+const SETTLE_SENT: &str = "UPDATE outbox SET state = 'sent', remote_message_id = $1,
+        thread = $2, locked_until_ms = 0, updated_at_ms = $3
+     WHERE id = $4";
 
 const NEXT_DUE: &str = "SELECT MIN(CASE WHEN locked_until_ms > next_attempt_at_ms
                          THEN locked_until_ms ELSE next_attempt_at_ms END)
@@ -236,8 +232,8 @@ where
         .bind(msg.from_jid.as_str())
         .bind(msg.stanza_id.as_deref())
         .bind(msg.want_receipt)
-        .bind(now)
         .bind(attempts)
+        .bind(now)
         .bind(locked_until_ms)
         .fetch_one(exec)
         .await?)
@@ -260,18 +256,18 @@ fn lane_insert(
             .prepare_cached(INSERT.trim_end_matches("RETURNING id").trim_end())
             .map_err(lane_error)?;
         for msg in msgs {
-            stmt.execute(rusqlite::named_params! {
-                        "$1": msg.bridge.as_str(),
-                        "$2": msg.account.0,
-                        "$3": msg.recipient,
-                        "$4": msg.payload,
-                        "$5": msg.from_jid,
-                        "$6": msg.stanza_id,
-                        "$7": msg.want_receipt,
-                        "$8": now,
-                        "$9": attempts,
-                "$10": locked_until_ms,
-            })
+            stmt.execute(rusqlite::params![
+                msg.bridge.as_str(),
+                msg.account.0,
+                msg.recipient,
+                msg.payload,
+                msg.from_jid,
+                msg.stanza_id,
+                msg.want_receipt,
+                attempts,
+                now,
+                locked_until_ms,
+            ])
             .map_err(lane_error)?;
             ids.push(conn.last_insert_rowid());
         }
@@ -394,17 +390,19 @@ impl Store {
     /// Settles a row as accepted by the foreign side under `remote_message_id`; true if
     /// the row exists.
     pub async fn mark_sent(&self, id: i64, remote_message_id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(MARK_SENT)
-            .bind(id)
+        let done = sqlx::query(SETTLE_SENT)
             .bind(remote_message_id)
+            .bind(None::<&str>)
             .bind(now_ms())
+            .bind(id)
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Settles many delivered rows in one transaction: each is marked sent with its
-    /// remote message id and, when it had a stanza id, mapped to it (direction `out`).
+    /// remote message id and thread, which maps its stanza id (if it had one) to the remote
+    /// id for later replies, corrections and threads (direction `out`).
     pub async fn complete_sent(&self, done: &[SentRow]) -> Result<(), StoreError> {
         if done.is_empty() {
             return Ok(());
@@ -414,22 +412,10 @@ impl Store {
             let done = done.to_vec();
             return lane
                 .call(move |conn| {
-                    {
-                        let mut sent = conn.prepare_cached(MARK_SENT).map_err(lane_error)?;
-                        let mut map = conn.prepare_cached(MAP_SENT).map_err(lane_error)?;
-                        for d in &done {
-                            sent.execute(rusqlite::named_params! {
-                                "$1": d.id, "$2": d.remote_message_id, "$3": now,
-                            })
+                    let mut sent = conn.prepare_cached(SETTLE_SENT).map_err(lane_error)?;
+                    for d in &done {
+                        sent.execute(rusqlite::params![d.remote_message_id, d.thread, now, d.id])
                             .map_err(lane_error)?;
-                            if let Some(xmpp_id) = &d.stanza_id {
-                                map.execute(rusqlite::named_params! {
-                                    "$1": d.account.0, "$2": xmpp_id,
-                                    "$3": d.remote_message_id, "$4": d.thread, "$5": now,
-                                })
-                                .map_err(lane_error)?;
-                            }
-                        }
                     }
                     Ok(())
                 })
@@ -437,22 +423,13 @@ impl Store {
         }
         let mut tx = self.begin_write().await?;
         for d in done {
-            sqlx::query(MARK_SENT)
-                .bind(d.id)
+            sqlx::query(SETTLE_SENT)
                 .bind(d.remote_message_id.as_str())
+                .bind(d.thread.as_deref())
                 .bind(now)
+                .bind(d.id)
                 .execute(&mut *tx)
                 .await?;
-            if let Some(xmpp_id) = &d.stanza_id {
-                sqlx::query(MAP_SENT)
-                    .bind(d.account.0)
-                    .bind(xmpp_id.as_str())
-                    .bind(d.remote_message_id.as_str())
-                    .bind(d.thread.as_deref())
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-            }
         }
         tx.commit().await?;
         Ok(())
