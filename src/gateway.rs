@@ -60,8 +60,9 @@ pub struct Gateway {
     /// Wakes the outbox worker when a message is queued.
     pub outbox_wake: Notify,
     /// Rows the router stored already claimed, for the outbox worker to send without a
-    /// claim of its own (their lease keeps other claimers off).
-    pub outbox_ready: Mutex<Vec<OutboxRow>>,
+    /// claim of its own (their lease keeps other claimers off), and whether the worker
+    /// should look in the store too.
+    pub outbox_ready: Mutex<OutboxHandoff>,
     /// Where sessions push their events (the relay reads the other end).
     pub events: mpsc::Sender<(AccountId, RemoteEvent)>,
     /// Process shutdown.
@@ -160,6 +161,15 @@ impl Caches {
     }
 }
 
+/// What the router and sessions hand to the outbox worker.
+#[derive(Debug, Default)]
+pub struct OutboxHandoff {
+    /// Rows stored already claimed, to send as they are.
+    pub rows: Vec<OutboxRow>,
+    /// Due rows may be waiting in the store: claim them.
+    pub look_in_store: bool,
+}
+
 /// The payload the core keeps in an outbox row: what the bridge needs to send, and what the
 /// core needs to answer the user afterwards.
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Default)]
@@ -184,9 +194,16 @@ pub struct OutboxPayload {
 }
 
 impl Gateway {
-    /// The rows waiting for the outbox worker (see `outbox_ready`).
-    pub fn lock_ready(&self) -> std::sync::MutexGuard<'_, Vec<OutboxRow>> {
+    /// What waits for the outbox worker (see `outbox_ready`).
+    pub fn lock_ready(&self) -> std::sync::MutexGuard<'_, OutboxHandoff> {
         self.outbox_ready.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tells the outbox worker to look for due rows in the store (a session came up, so
+    /// rows that waited for it can go).
+    pub fn wake_outbox(&self) {
+        self.lock_ready().look_in_store = true;
+        self.outbox_wake.notify_one();
     }
 
     pub fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<AccountId, SessionEntry>> {
@@ -240,7 +257,7 @@ impl Gateway {
             Ok(stored) => {
                 self.metrics
                     .messages(self.kind.as_str(), "out", "accepted", n as u64);
-                self.lock_ready().extend(stored);
+                self.lock_ready().rows.extend(stored);
                 self.outbox_wake.notify_one();
             }
             Err(e) => {

@@ -65,8 +65,8 @@ pub fn retry_delay_ms(attempts: i64) -> i64 {
 impl Gateway {
     /// Runs until shutdown: sends the rows the router hands over as they come, and looks
     /// in the store for due rows (retries, rows left by a stopped process or another
-    /// instance) at start, when woken with nothing handed over, and when the next stored
-    /// row falls due.
+    /// instance) at start, when told to ([`Gateway::wake_outbox`]), and when the next
+    /// stored row falls due.
     pub async fn run_outbox(self: Arc<Self>) {
         let mut shutdown = self.shutdown.clone();
         let mut depth_at = Instant::now() - Duration::from_secs(10);
@@ -77,12 +77,15 @@ impl Gateway {
             if *shutdown.borrow() {
                 return;
             }
-            let ready = {
-                let mut ready = self.lock_ready();
-                let n = ready.len().min(PASS_ROWS);
-                ready.drain(..n).collect::<Vec<_>>()
+            let (ready, look) = {
+                let mut handoff = self.lock_ready();
+                let n = handoff.rows.len().min(PASS_ROWS);
+                let ready = handoff.rows.drain(..n).collect::<Vec<_>>();
+                // Handed-over rows go first; the store is looked at once they are done.
+                let look = ready.is_empty() && std::mem::take(&mut handoff.look_in_store);
+                (ready, look)
             };
-            let claim = ready.is_empty() && (woken || Instant::now() >= claim_at);
+            let claim = ready.is_empty() && (woken || look || Instant::now() >= claim_at);
             woken = false;
             let rows = if claim {
                 match self
@@ -133,7 +136,7 @@ impl Gateway {
                 claim_at
             };
             tokio::select! {
-                _ = self.outbox_wake.notified() => woken = self.lock_ready().is_empty(),
+                _ = self.outbox_wake.notified() => {}
                 _ = tokio::time::sleep_until(wake_at.into()) => {}
                 _ = shutdown.changed() => {}
             }
@@ -213,7 +216,8 @@ impl Gateway {
     }
 
     /// Sends one row; returns what to settle when it was delivered, and settles failures
-    /// itself.
+    /// itself. The store lookups and failure paths are boxed: a batch holds hundreds of
+    /// these futures at once, and unboxed they would each be as large as the largest.
     async fn deliver(
         &self,
         row: OutboxRow,
@@ -223,17 +227,12 @@ impl Gateway {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(id = row.id, "unreadable outbox row: {e}");
-                let _ = self
-                    .store
-                    .mark_failed(row.id, "unreadable outbox row")
-                    .await;
+                let _ = Box::pin(self.store.mark_failed(row.id, "unreadable outbox row")).await;
                 return Attempt::Settled;
             }
         };
         let mut in_reply_to = match &payload.reply_to {
-            Some(x) => self
-                .store
-                .remote_for_xmpp(row.account, x)
+            Some(x) => Box::pin(self.store.remote_for_xmpp(row.account, x))
                 .await
                 .ok()
                 .flatten()
@@ -244,9 +243,7 @@ impl Gateway {
         if in_reply_to.is_none()
             && let Some(t) = &payload.thread
         {
-            in_reply_to = self
-                .store
-                .latest_in_thread(row.account, t)
+            in_reply_to = Box::pin(self.store.latest_in_thread(row.account, t))
                 .await
                 .ok()
                 .flatten()
@@ -299,20 +296,19 @@ impl Gateway {
                     e.text
                 );
                 self.metrics.message(bridge, "out", "retry");
-                let _ = self.store.retry_later(row.id, at, &e.text).await;
+                let _ = Box::pin(self.store.retry_later(row.id, at, &e.text)).await;
                 return Attempt::Retry(at);
             }
             Err(e) => {
                 tracing::info!(id = row.id, "send failed for good: {}", e.text);
                 self.metrics.message(bridge, "out", "error");
-                let _ = self.store.mark_failed(row.id, &e.text).await;
+                let _ = Box::pin(self.store.mark_failed(row.id, &e.text)).await;
                 let cond = if e.kind == ErrorKind::Transient {
                     Condition::RemoteServerTimeout
                 } else {
                     condition_for(e.kind)
                 };
-                self.send_failure(&row, &payload.contact, cond, &e.text)
-                    .await;
+                Box::pin(self.send_failure(&row, &payload.contact, cond, &e.text)).await;
             }
         }
         Attempt::Settled

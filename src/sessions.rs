@@ -92,7 +92,7 @@ impl Gateway {
                     }
                     self.set_status(account, SessionStatus::Online(String::new()))
                         .await;
-                    self.outbox_wake.notify_one();
+                    self.wake_outbox();
                     failures = 0;
                     // The session stops when either this user's or the process's switch flips.
                     let (tx, rx) = watch::channel(false);
