@@ -198,26 +198,56 @@ pub fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
+/// True when every character of `s` is one XML 1.0 allows. Plain ASCII text is settled
+/// byte by byte; only text with other characters is decoded.
+pub fn all_xml_chars(s: &str) -> bool {
+    s.bytes()
+        .all(|b| (0x20..0x80).contains(&b) || matches!(b, b'\t' | b'\n' | b'\r'))
+        || s.chars().all(is_xml_char)
+}
+
 /// Escapes text (or an attribute value) into `out`, dropping characters XML 1.0 forbids so
-/// that foreign content can never break the stream.
+/// that foreign content can never break the stream. Works on bytes: only the few ASCII
+/// bytes that need care stop the copy, and a non-ASCII character is decoded only to check
+/// it (of those, only U+FFFE and U+FFFF are forbidden).
 pub fn escape_into(out: &mut String, s: &str, attr: bool) {
+    let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, c) in s.char_indices() {
-        let rep = match c {
-            '&' => "&amp;",
-            '<' => "&lt;",
-            '>' => "&gt;",
-            '"' if attr => "&quot;",
-            '\'' if attr => "&apos;",
-            '\n' if attr => "&#10;",
-            '\r' => "&#13;",
-            '\t' if attr => "&#9;",
-            c if !is_xml_char(c) => "",
-            _ => continue,
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let (rep, len) = match b {
+            b'&' => ("&amp;", 1),
+            b'<' => ("&lt;", 1),
+            b'>' => ("&gt;", 1),
+            b'"' if attr => ("&quot;", 1),
+            b'\'' if attr => ("&apos;", 1),
+            b'\n' if attr => ("&#10;", 1),
+            b'\r' => ("&#13;", 1),
+            b'\t' if attr => ("&#9;", 1),
+            b'\n' | b'\t' => {
+                i += 1;
+                continue;
+            }
+            0x00..=0x1F => ("", 1),
+            0x80.. => {
+                let Some(c) = s[i..].chars().next() else {
+                    break;
+                };
+                if is_xml_char(c) {
+                    i += c.len_utf8();
+                    continue;
+                }
+                ("", c.len_utf8())
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         out.push_str(&s[start..i]);
         out.push_str(rep);
-        start = i + c.len_utf8();
+        i += len;
+        start = i;
     }
     out.push_str(&s[start..]);
 }
@@ -251,6 +281,49 @@ pub fn stream_error(condition: &str, text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The escaping rules one character at a time, as the fast path must apply them.
+    fn escape_by_chars(s: &str, attr: bool) -> String {
+        let mut out = String::new();
+        for c in s.chars() {
+            match c {
+                '&' => out.push_str("&amp;"),
+                '<' => out.push_str("&lt;"),
+                '>' => out.push_str("&gt;"),
+                '"' if attr => out.push_str("&quot;"),
+                '\'' if attr => out.push_str("&apos;"),
+                '\n' if attr => out.push_str("&#10;"),
+                '\r' => out.push_str("&#13;"),
+                '\t' if attr => out.push_str("&#9;"),
+                c if !is_xml_char(c) => {}
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn escaping_matches_the_rules_character_by_character() {
+        let samples = [
+            "",
+            "plain",
+            "a & b < c > d \" e ' f",
+            "tab\tline\nreturn\r",
+            "\u{0}\u{1}\u{8}\u{b}\u{c}\u{1f}\u{7f}",
+            "ünïcödé 中文 😀 \u{85} \u{d7ff} \u{e000} \u{fffd}",
+            "forbidden \u{fffe} and \u{ffff} between",
+            "\u{fffe}\u{ffff}",
+            "mixed\u{1}😀<&>\u{ffff}\t",
+        ];
+        for s in samples {
+            for attr in [false, true] {
+                let mut fast = String::new();
+                escape_into(&mut fast, s, attr);
+                assert_eq!(fast, escape_by_chars(s, attr), "{s:?} attr={attr}");
+            }
+            assert_eq!(all_xml_chars(s), s.chars().all(is_xml_char), "{s:?}");
+        }
+    }
 
     #[test]
     fn serializes_with_minimal_xmlns() {

@@ -18,7 +18,7 @@ use quick_xml::XmlVersion;
 use quick_xml::events::{BytesRef, BytesStart, Event};
 use tokio::io::{AsyncRead, BufReader, ReadBuf};
 
-use super::{Element, NS_STREAM, Node, is_xml_char};
+use super::{Element, NS_STREAM, Node, all_xml_chars, is_xml_char};
 
 /// Bounds on what a peer may send.
 #[derive(Clone, Copy, Debug)]
@@ -122,7 +122,9 @@ impl Builder {
                     .flat_map(|f| f.bindings.iter().rev()),
             )
             .chain(self.root_bindings.iter().rev())
-            .find(|(p, _)| p == prefix)
+            // Most elements use the default namespace (prefix ""): settle those on the
+            // lengths alone, without a call to memcmp per binding.
+            .find(|(p, _)| p.len() == prefix.len() && (prefix.is_empty() || p == prefix))
             .map(|(_, ns)| ns.clone())
             .or_else(|| prefix.is_empty().then(String::new))
     }
@@ -140,7 +142,7 @@ impl Builder {
             let value = attr
                 .normalized_value(XmlVersion::Implicit1_0)
                 .map_err(|_| XmlError::Restricted("entity reference in attribute"))?;
-            if value.chars().any(|c| !is_xml_char(c)) {
+            if !all_xml_chars(&value) {
                 return Err(XmlError::NotWellFormed("illegal character".into()));
             }
             if key == "xmlns" {
@@ -178,7 +180,7 @@ impl Builder {
     }
 
     fn push_text(&mut self, text: Cow<'_, str>) -> Result<(), XmlError> {
-        if text.chars().any(|c| !is_xml_char(c)) {
+        if !all_xml_chars(&text) {
             return Err(XmlError::NotWellFormed("illegal character".into()));
         }
         match self.stack.last_mut() {
