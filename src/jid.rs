@@ -71,14 +71,38 @@ pub fn unescape_node(s: &str) -> String {
     out
 }
 
-/// Parses and normalises a JID from a stanza attribute.
-pub fn parse(s: &str) -> Option<Jid> {
-    Jid::new(s).ok()
+/// How many parsed JIDs each thread remembers. A gateway sees the same few JIDs over and
+/// over (its users' resources, its contacts), and normalising one (stringprep, IDNA) costs
+/// far more than copying it.
+const PARSED_CACHE: usize = 256;
+
+thread_local! {
+    /// Recently parsed JIDs by their text as received; emptied when full.
+    static PARSED: std::cell::RefCell<std::collections::HashMap<Box<str>, Jid>> =
+        std::cell::RefCell::new(std::collections::HashMap::with_capacity(PARSED_CACHE));
 }
 
-/// The bare form (`node@domain` or `domain`) of a JID, as text.
+/// Parses and normalises a JID from a stanza attribute.
+pub fn parse(s: &str) -> Option<Jid> {
+    if let Some(j) = PARSED.with(|c| c.borrow().get(s).cloned()) {
+        return Some(j);
+    }
+    let j = Jid::new(s).ok()?;
+    PARSED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= PARSED_CACHE {
+            c.clear();
+        }
+        c.insert(s.into(), j.clone());
+    });
+    Some(j)
+}
+
+/// The bare form (`node@domain` or `domain`) of a JID, as text: its normalised text up to
+/// the resource (neither a localpart nor a domain may hold a `/`).
 pub fn bare(j: &Jid) -> String {
-    j.to_bare().into_inner()
+    let s = j.as_str();
+    s.split_once('/').map_or(s, |(bare, _)| bare).to_owned()
 }
 
 /// The localpart of a JID as text, if any.
@@ -130,6 +154,30 @@ mod tests {
             "bob.smith@example.com"
         );
         assert_eq!(bare(&j), "bob.smith\\40example.com@email.example.org");
+    }
+
+    #[test]
+    fn parsing_again_gives_the_same_jid() {
+        for raw in [
+            "Alice@Example.ORG/Phone",
+            "example.org",
+            "a@b/c/d@e",
+            "straße@例え.jp/x",
+        ] {
+            let first = parse(raw);
+            let again = parse(raw);
+            assert_eq!(first, again, "{raw}");
+            assert_eq!(
+                first.as_ref().map(|j| j.as_str()),
+                Jid::new(raw).ok().as_ref().map(|j| j.as_str())
+            );
+        }
+        let j = parse("Alice@Example.ORG/Phone/2").expect("valid");
+        assert_eq!(bare(&j), j.to_bare().as_str());
+        let j = parse("example.org/res").expect("valid");
+        assert_eq!(bare(&j), "example.org");
+        assert!(parse("a@b/").is_none());
+        assert!(parse("a@b/").is_none(), "a refused JID is refused again");
     }
 
     #[test]
