@@ -1219,7 +1219,8 @@ async fn contacts_round_trip(db: &TestDb) {
     assert!(s.introduce_contact(account, i64::MAX).await.is_err());
 }
 
-async fn message_map_round_trip(db: &TestDb) {
+/// A migrated store with two email users, alice and bob.
+async fn alice_and_bob(db: &TestDb) -> (Store, AccountId, AccountId) {
     let s = db.migrated().await;
     let alice = s
         .upsert_account(BridgeKind::Email, "alice@example.org", &Credentials::new())
@@ -1229,6 +1230,11 @@ async fn message_map_round_trip(db: &TestDb) {
         .upsert_account(BridgeKind::Email, "bob@example.org", &Credentials::new())
         .await
         .expect("bob");
+    (s, alice, bob)
+}
+
+async fn message_map_round_trip(db: &TestDb) {
+    let (s, alice, bob) = alice_and_bob(db).await;
     s.map_message(alice, Direction::Out, "stanza-1", "<r1@mail>", Some("thr"))
         .await
         .expect("map out");
@@ -1288,15 +1294,7 @@ async fn message_map_round_trip(db: &TestDb) {
 /// A settled outbox row maps its stanza id to the foreign id (and thread) without a
 /// message_map row of its own; pending rows and rows without a stanza id map nothing.
 async fn sent_rows_are_mappings(db: &TestDb) {
-    let s = db.migrated().await;
-    let alice = s
-        .upsert_account(BridgeKind::Email, "alice@example.org", &Credentials::new())
-        .await
-        .expect("alice");
-    let bob = s
-        .upsert_account(BridgeKind::Email, "bob@example.org", &Credentials::new())
-        .await
-        .expect("bob");
+    let (s, alice, bob) = alice_and_bob(db).await;
     let mut anonymous = message(alice, "carol@example.net", "two");
     anonymous.stanza_id = None;
     let rows = s
@@ -1356,30 +1354,14 @@ async fn sent_rows_are_mappings(db: &TestDb) {
     );
     // Without a stanza id there is nothing to map; a pending row maps nothing yet; and
     // mappings are per account.
-    assert!(
-        s.xmpp_for_remote(alice, "<b@mail>")
-            .await
-            .expect("lookup")
-            .is_none()
-    );
-    assert!(
-        s.remote_for_xmpp(alice, "stanza-three")
-            .await
-            .expect("lookup")
-            .is_none()
-    );
-    assert!(
-        s.remote_for_xmpp(bob, "stanza-one")
-            .await
-            .expect("lookup")
-            .is_none()
-    );
-    assert!(
-        s.xmpp_for_remote(bob, "<a@mail>")
-            .await
-            .expect("lookup")
-            .is_none()
-    );
+    for (who, remote) in [(alice, "<b@mail>"), (bob, "<a@mail>")] {
+        let found = s.xmpp_for_remote(who, remote).await.expect("lookup");
+        assert!(found.is_none(), "{remote}: {found:?}");
+    }
+    for (who, xmpp) in [(alice, "stanza-three"), (bob, "stanza-one")] {
+        let found = s.remote_for_xmpp(who, xmpp).await.expect("lookup");
+        assert!(found.is_none(), "{xmpp}: {found:?}");
+    }
 
     // A later mail in the thread is the thread's latest message.
     s.map_message(alice, Direction::In, "ferry-7", "<c@mail>", Some("t1"))

@@ -487,16 +487,30 @@ impl Store {
 
     /// How many rows of `bridge` are pending (due, scheduled or leased).
     pub async fn outbox_depth(&self, bridge: BridgeKind) -> Result<i64, StoreError> {
+        self.bridge_scalar(DEPTH, bridge).await
+    }
+
+    /// Runs a query that takes the bridge as `$1` and returns one value: on the lane's
+    /// connection when there is one, else through the pool.
+    async fn bridge_scalar<T>(&self, sql: &'static str, bridge: BridgeKind) -> Result<T, StoreError>
+    where
+        T: rusqlite::types::FromSql
+            + for<'r> sqlx::Decode<'r, sqlx::Any>
+            + sqlx::Type<sqlx::Any>
+            + Send
+            + Unpin
+            + 'static,
+    {
         if let Some(lane) = &self.lane {
             return lane
                 .call(move |conn| {
-                    conn.prepare_cached(DEPTH)
+                    conn.prepare_cached(sql)
                         .and_then(|mut s| s.query_row([bridge.as_str()], |r| r.get(0)))
                         .map_err(lane_error)
                 })
                 .await;
         }
-        Ok(sqlx::query_scalar(DEPTH)
+        Ok(sqlx::query_scalar(sql)
             .bind(bridge.as_str())
             .fetch_one(&self.pool)
             .await?)
@@ -546,19 +560,7 @@ impl Store {
     /// When the next pending row of `bridge` becomes claimable (its due time, or its
     /// lease's end if later); `None` when nothing is pending. May be in the past.
     pub async fn next_due_at(&self, bridge: BridgeKind) -> Result<Option<i64>, StoreError> {
-        if let Some(lane) = &self.lane {
-            return lane
-                .call(move |conn| {
-                    conn.prepare_cached(NEXT_DUE)
-                        .and_then(|mut s| s.query_row([bridge.as_str()], |r| r.get(0)))
-                        .map_err(lane_error)
-                })
-                .await;
-        }
-        Ok(sqlx::query_scalar(NEXT_DUE)
-            .bind(bridge.as_str())
-            .fetch_one(&self.pool)
-            .await?)
+        self.bridge_scalar(NEXT_DUE, bridge).await
     }
 
     /// Deletes settled (sent or failed) rows last touched before `before_ms`; returns how
