@@ -193,6 +193,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     migrations_are_idempotent,
     concurrent_migrations_apply_once,
+    upgrading_keeps_outbox_rows_ids_and_mappings,
     accounts_upsert_and_lookup,
     remove_account_cascades,
     credentials_are_bound_to_their_row,
@@ -760,6 +761,128 @@ async fn migrations_are_idempotent(db: &TestDb) {
             (5, "0005_lean_indexes".to_owned())
         ]
     );
+}
+
+/// The schema as ferry left it before migration 0005 (which rebuilds the SQLite outbox).
+const BEFORE_0005: [(&str, &str, &str); 4] = [
+    (
+        "0001_init",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+        include_str!("../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        "0002_feeds",
+        include_str!("../migrations/sqlite/0002_feeds.sql"),
+        include_str!("../migrations/postgres/0002_feeds.sql"),
+    ),
+    (
+        "0003_sms",
+        include_str!("../migrations/sqlite/0003_sms.sql"),
+        include_str!("../migrations/postgres/0003_sms.sql"),
+    ),
+    (
+        "0004_email",
+        include_str!("../migrations/sqlite/0004_email.sql"),
+        include_str!("../migrations/postgres/0004_email.sql"),
+    ),
+];
+
+/// A database migrated by an older ferry keeps its outbox through the upgrade: rows, their
+/// states, the id counter (an id is never handed out twice, even after the newest row was
+/// deleted) and the mappings the older ferry kept in message_map.
+async fn upgrading_keeps_outbox_rows_ids_and_mappings(db: &TestDb) {
+    // Opening creates the database (it migrates nothing yet).
+    let s = db.store().await;
+    let raw = db.raw().await;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS ferry_migrations (
+             version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at_ms BIGINT NOT NULL)",
+    )
+    .execute(&raw)
+    .await
+    .expect("ferry_migrations");
+    for (version, (name, sqlite, postgres)) in (1i64..).zip(BEFORE_0005) {
+        let sql = match db.backend {
+            Backend::Sqlite => sqlite,
+            Backend::Postgres => postgres,
+        };
+        sqlx::raw_sql(sql).execute(&raw).await.expect(name);
+        sqlx::query(
+            "INSERT INTO ferry_migrations (version, name, applied_at_ms) VALUES ($1, $2, 0)",
+        )
+        .bind(version)
+        .bind(name)
+        .execute(&raw)
+        .await
+        .expect("record");
+    }
+    let account: i64 = sqlx::query_scalar(
+        "INSERT INTO accounts (bridge, jid, created_at_ms, updated_at_ms)
+         VALUES ('email', 'alice@example.org', 0, 0) RETURNING id",
+    )
+    .fetch_one(&raw)
+    .await
+    .expect("account");
+    let mut ids = Vec::new();
+    for (n, state) in ["pending", "sent", "failed"].into_iter().enumerate() {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO outbox (bridge, account_id, recipient, payload, from_jid, stanza_id,
+                 state, next_attempt_at_ms, created_at_ms, updated_at_ms)
+             VALUES ('email', $1, 'carol@example.net', $2, 'alice@example.org/pc', $3, $4,
+                 0, 0, 0)
+             RETURNING id",
+        )
+        .bind(account)
+        .bind(format!(r#"{{"body":"old {n}"}}"#))
+        .bind(format!("old-{n}"))
+        .bind(state)
+        .fetch_one(&raw)
+        .await
+        .expect("old row");
+        ids.push(id);
+    }
+    sqlx::query(
+        "INSERT INTO message_map (account_id, direction, xmpp_id, remote_message_id, thread,
+             created_at_ms)
+         VALUES ($1, 'out', 'old-1', '<old-1@mail>', 'old-thread', 0)",
+    )
+    .bind(account)
+    .execute(&raw)
+    .await
+    .expect("old mapping");
+    // The newest row goes away before the upgrade: its id must still not come back.
+    let newest = ids[2];
+    sqlx::query("DELETE FROM outbox WHERE id = $1")
+        .bind(newest)
+        .execute(&raw)
+        .await
+        .expect("delete");
+
+    assert_eq!(
+        s.migrate().await.expect("upgrade"),
+        vec!["0005_lean_indexes".to_owned()]
+    );
+    let pending = s.outbox_row(ids[0]).await.expect("row").expect("kept");
+    assert_eq!(pending.state, OutboxState::Pending);
+    assert_eq!(pending.payload, r#"{"body":"old 0"}"#);
+    assert_eq!(pending.stanza_id.as_deref(), Some("old-0"));
+    let sent = s.outbox_row(ids[1]).await.expect("row").expect("kept");
+    assert_eq!(sent.state, OutboxState::Sent);
+    let fresh = s
+        .enqueue(&message(AccountId(account), "carol@example.net", "new"))
+        .await
+        .expect("enqueue after the upgrade");
+    assert!(
+        fresh > newest,
+        "id {fresh} handed out again (newest was {newest})"
+    );
+    let mapped = s
+        .remote_for_xmpp(AccountId(account), "old-1")
+        .await
+        .expect("lookup")
+        .expect("the old mapping is still found");
+    assert_eq!(mapped.remote_message_id, "<old-1@mail>");
+    assert_eq!(mapped.thread.as_deref(), Some("old-thread"));
 }
 
 async fn concurrent_migrations_apply_once(db: &TestDb) {
