@@ -36,9 +36,10 @@
 use std::fmt;
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
-use std::os::unix::process::CommandExt as _;
+use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufStream};
@@ -60,7 +61,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 const DROP_GRACE: Duration = Duration::from_secs(2);
 /// How long one SMTP reply may take.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often conditions are polled (ports, Maildir files, processes).
+/// How often readiness is checked again while a daemon starts (see `wait_ready`).
 const POLL: Duration = Duration::from_millis(10);
 /// Fresh ports tried when another process takes one between pick and bind.
 const PORT_ATTEMPTS: usize = 5;
@@ -606,17 +607,21 @@ match from any for domain <domains> rcpt-to <recipients> action "dovecot"
                 run = sh_quote(&self.path("smtpd-run")),
                 conf = sh_quote(&self.path("smtpd.conf")),
             );
-            let mut cmd = Command::new("setpriv");
-            cmd.args(["--pdeathsig", "KILL", "--"])
-                .args(["unshare", "--mount", "--propagation", "private"])
-                .args(["sh", "-c", &script]);
             // Its control socket, for smtpctl; a stale one from a failed attempt goes first.
             let control = self.dir.path().join("smtpd-run").join("smtpd.sock");
             let _ = fs::remove_file(&control);
             let log = self.dir.path().join("smtpd.log");
-            let mut smtpd = Daemon::spawn("OpenSMTPD", cmd, &log, &log);
+            // Its own mount namespace too, so that the bind mounts are its alone; the
+            // `unshare` process is in it, which is where smtpctl enters.
+            let smtpd = Daemon::spawn(
+                "OpenSMTPD",
+                &["--mount", "--propagation", "private"],
+                &["sh", "-c", &script],
+                &log,
+                &log,
+            );
             let ports = [(self.smtp_port, "OpenSMTPD")];
-            match wait_ready(&mut smtpd, &ports, Some(&control)).await {
+            match wait_ready(&smtpd, &ports, Some(&control)).await {
                 Ok(()) => {
                     self.smtpd = Some(smtpd);
                     return;
@@ -641,17 +646,15 @@ match from any for domain <domains> rcpt-to <recipients> action "dovecot"
         let _ = fs::remove_file(base.join("master.pid"));
         let lmtp = base.join("lmtp");
         let _ = fs::remove_file(&lmtp);
-        let mut cmd = Command::new("setpriv");
-        cmd.args(["--pdeathsig", "KILL", "--"])
-            .args(["dovecot", "-F", "-c"])
-            .arg(self.dir.path().join("dovecot.conf"));
+        let conf = self.dir.path().join("dovecot.conf");
+        let conf = conf.to_str().expect("a UTF-8 temp path");
         let err = self.dir.path().join("dovecot.stderr");
-        let mut dovecot = Daemon::spawn("Dovecot", cmd, &err, &err);
+        let dovecot = Daemon::spawn("Dovecot", &[], &["dovecot", "-F", "-c", conf], &err, &err);
         let ports = [
             (self.imap_port, "Dovecot"),
             (self.submission_port, "Dovecot"),
         ];
-        match wait_ready(&mut dovecot, &ports, Some(&lmtp)).await {
+        match wait_ready(&dovecot, &ports, Some(&lmtp)).await {
             Ok(()) => {
                 self.dovecot = Some(dovecot);
                 Ok(())
@@ -665,11 +668,7 @@ match from any for domain <domains> rcpt-to <recipients> action "dovecot"
 
     /// Runs smtpctl inside OpenSMTPD's mount namespace, where its control socket is.
     fn smtpctl(&self, args: &[&str]) -> std::process::Output {
-        let pid = self
-            .smtpd
-            .as_ref()
-            .map(|s| s.child.id())
-            .expect("OpenSMTPD runs");
+        let pid = self.smtpd.as_ref().map(|s| s.pid).expect("OpenSMTPD runs");
         Command::new("nsenter")
             .arg(format!("--mount=/proc/{pid}/ns/mnt"))
             .arg("smtpctl")
@@ -682,9 +681,12 @@ match from any for domain <domains> rcpt-to <recipients> action "dovecot"
 
 /// Waits until `daemon` accepts connections on every port with a greeting containing the
 /// given word (so a foreign process on a port is not taken for it) and `socket` exists.
-/// `Err` when it exits first or the deadline passes.
+/// `Err` when it exits first or the deadline passes. This is the one wait in the test bed
+/// that polls (every [`POLL`]): no event says that a TCP port has started listening, and
+/// the daemons do not reliably log after they have (OpenSMTPD's control socket and log
+/// lines can all come before its SMTP listener accepts).
 async fn wait_ready(
-    daemon: &mut Daemon,
+    daemon: &Daemon,
     ports: &[(u16, &str)],
     socket: Option<&Path>,
 ) -> Result<(), String> {
@@ -743,18 +745,37 @@ async fn greeting(port: u16) -> Option<String> {
         .filter(|g| !g.is_empty())
 }
 
-/// One daemon's process group: the leader is the spawned process, everything it forks stays
-/// in the group. Dropping it SIGKILLs the group and waits until the group is gone.
+/// One daemon in a PID namespace of its own. The spawned process is `unshare --pid --fork`,
+/// which ignores SIGTERM and waits for the daemon (the namespace's init); when the daemon
+/// exits, the kernel kills whatever else lives in the namespace and waits until it is gone
+/// before the daemon's exit completes. So `unshare` exiting means every process the daemon
+/// left (Dovecot's `imap` processes, say) is gone, and that exit is an event: a thread
+/// blocks in `wait` and reports it, nothing polls. Signals go to the process group.
 struct Daemon {
     name: &'static str,
-    child: Child,
-    /// Set once no live process is left in the group; its id may then be reused, so it is
-    /// never signalled again.
-    gone: bool,
+    /// The `unshare` process: leader of the group, and the one whose exit is awaited.
+    pid: u32,
+    exit: Arc<Exit>,
+}
+
+/// The leader's exit, reported by its waiter thread to sync and async waiters alike.
+struct Exit {
+    status: std::sync::Mutex<Option<ExitStatus>>,
+    changed: std::sync::Condvar,
+    done: tokio::sync::watch::Sender<bool>,
 }
 
 impl Daemon {
-    fn spawn(name: &'static str, mut cmd: Command, stdout: &Path, stderr: &Path) -> Daemon {
+    /// Spawns `program args` as the init of a new PID namespace (see [`Daemon`]); with
+    /// `unshare_flags` (e.g. `--mount`) the same `unshare` makes more namespaces. The group
+    /// is killed if this test process dies (`setpriv --pdeathsig`, `unshare --kill-child`).
+    fn spawn(
+        name: &'static str,
+        unshare_flags: &[&str],
+        program: &[&str],
+        stdout: &Path,
+        stderr: &Path,
+    ) -> Daemon {
         let open = |p: &Path| {
             fs::OpenOptions::new()
                 .create(true)
@@ -762,7 +783,12 @@ impl Daemon {
                 .open(p)
                 .unwrap_or_else(|e| panic!("open {}: {e}", p.display()))
         };
-        let child = cmd
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--pdeathsig", "KILL", "--", "unshare"])
+            .args(unshare_flags)
+            .args(["--pid", "--fork", "--kill-child", "--"])
+            .args(program);
+        let mut child = cmd
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(open(stdout))
@@ -771,33 +797,57 @@ impl Daemon {
             .unwrap_or_else(|e| {
                 panic!("cannot run {name} ({e}); install it with scripts/install-deps.sh")
             });
-        Daemon {
-            name,
-            child,
-            gone: false,
-        }
+        let pid = child.id();
+        let exit = Arc::new(Exit {
+            status: std::sync::Mutex::new(None),
+            changed: std::sync::Condvar::new(),
+            done: tokio::sync::watch::Sender::new(false),
+        });
+        let report = Arc::clone(&exit);
+        std::thread::spawn(move || {
+            let status = child.wait().ok();
+            *report.status.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(status.unwrap_or_else(|| ExitStatus::from_raw(0)));
+            report.changed.notify_all();
+            report.done.send_replace(true);
+        });
+        Daemon { name, pid, exit }
     }
 
+    /// The process group of the daemon's processes (`unshare` leads it).
     fn pgid(&self) -> u32 {
-        self.child.id()
+        self.pid
     }
 
-    /// The leader's exit status once it has exited (it is reaped then).
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
+    /// The leader's exit status once it has exited (and with it the whole namespace).
+    fn exited(&self) -> Option<ExitStatus> {
+        *self.exit.status.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// True while the leader is unreaped or another process of the group lives.
-    fn alive(&mut self) -> bool {
-        if self.gone {
-            return false;
-        }
-        let alive = self.exited().is_none() || group_alive(self.pgid());
-        self.gone = !alive;
-        alive
+    fn alive(&self) -> bool {
+        self.exited().is_none()
     }
 
-    fn signal(&mut self, signal: &str) {
+    /// Waits until the leader has exited or `within` has passed; true if it exited.
+    async fn exit_within(&self, within: Duration) -> bool {
+        let mut done = self.exit.done.subscribe();
+        tokio::time::timeout(within, done.wait_for(|d| *d))
+            .await
+            .is_ok()
+    }
+
+    /// [`Daemon::exit_within`], blocking (for `Drop`).
+    fn exit_within_blocking(&self, within: Duration) -> bool {
+        let status = self.exit.status.lock().unwrap_or_else(|e| e.into_inner());
+        let (status, _) = self
+            .exit
+            .changed
+            .wait_timeout_while(status, within, |s| s.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        status.is_some()
+    }
+
+    fn signal(&self, signal: &str) {
         if self.alive() {
             let _ = Command::new("kill")
                 .args([signal, "--", &format!("-{}", self.pgid())])
@@ -808,30 +858,19 @@ impl Daemon {
     }
 
     /// SIGTERM to the group, SIGKILL after [`STOP_TIMEOUT`]; returns when all are gone.
-    async fn stop(mut self) {
+    async fn stop(self) {
         self.signal("-TERM");
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while self.alive() {
-            if Instant::now() >= deadline {
-                eprintln!("mail test bed: {} ignored SIGTERM; killing it", self.name);
-                self.kill_now();
-                return;
-            }
-            tokio::time::sleep(POLL).await;
+        if !self.exit_within(STOP_TIMEOUT).await {
+            eprintln!("mail test bed: {} ignored SIGTERM; killing it", self.name);
+            self.kill_now();
         }
     }
 
-    /// SIGKILL to the group, then waits (briefly, blocking) until it is gone.
-    fn kill_now(&mut self) {
+    /// SIGKILL to the group, then waits (blocking, bounded) for the leader. The kernel tears
+    /// the namespace down as the daemon dies.
+    fn kill_now(&self) {
         self.signal("-KILL");
-        let deadline = std::time::Instant::now() + STOP_TIMEOUT;
-        while self.alive() && std::time::Instant::now() < deadline {
-            if self.exited().is_none() {
-                let _ = self.child.wait();
-            } else {
-                std::thread::sleep(POLL);
-            }
-        }
+        self.exit_within_blocking(STOP_TIMEOUT);
     }
 }
 
@@ -840,39 +879,10 @@ impl Drop for Daemon {
     /// otherwise linger as zombies until init collects them), SIGKILL after a short grace.
     fn drop(&mut self) {
         self.signal("-TERM");
-        let deadline = std::time::Instant::now() + DROP_GRACE;
-        while self.alive() && std::time::Instant::now() < deadline {
-            std::thread::sleep(POLL);
+        if !self.exit_within_blocking(DROP_GRACE) {
+            self.kill_now();
         }
-        self.kill_now();
     }
-}
-
-/// Whether any process other than a zombie has process group `pgid` (from /proc).
-fn group_alive(pgid: u32) -> bool {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return false;
-    };
-    entries.flatten().any(|e| {
-        let is_pid = e
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
-        if !is_pid {
-            return false;
-        }
-        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
-            return false;
-        };
-        // "pid (comm) state ppid pgrp …"; comm may hold spaces and parentheses.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            return false;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next().unwrap_or("Z");
-        let pgrp = fields.nth(1).and_then(|p| p.parse::<u32>().ok());
-        pgrp == Some(pgid) && state != "Z" && state != "X"
-    })
 }
 
 /// Dovecot settings for `n` concurrent IMAP connections (see [`MailOptions`]): one `imap`
