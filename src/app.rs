@@ -159,7 +159,7 @@ pub async fn start(
             metrics: metrics.clone(),
             sessions: Mutex::default(),
             outbox_wake: Notify::new(),
-            outbox_ready: Default::default(),
+            outbox_handoff: Default::default(),
             events: ev_tx,
             shutdown: shutdown_rx.clone(),
             started: Instant::now(),

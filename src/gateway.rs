@@ -62,7 +62,7 @@ pub struct Gateway {
     /// Rows the router stored already claimed, for the outbox worker to send without a
     /// claim of its own (their lease keeps other claimers off), and whether the worker
     /// should look in the store too.
-    pub outbox_ready: Mutex<OutboxHandoff>,
+    pub outbox_handoff: Mutex<OutboxHandoff>,
     /// Where sessions push their events (the relay reads the other end).
     pub events: mpsc::Sender<(AccountId, RemoteEvent)>,
     /// Process shutdown.
@@ -194,15 +194,17 @@ pub struct OutboxPayload {
 }
 
 impl Gateway {
-    /// What waits for the outbox worker (see `outbox_ready`).
-    pub fn lock_ready(&self) -> std::sync::MutexGuard<'_, OutboxHandoff> {
-        self.outbox_ready.lock().unwrap_or_else(|e| e.into_inner())
+    /// What waits for the outbox worker (see `outbox_handoff`).
+    pub fn lock_handoff(&self) -> std::sync::MutexGuard<'_, OutboxHandoff> {
+        self.outbox_handoff
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Tells the outbox worker to look for due rows in the store (a session came up, so
     /// rows that waited for it can go).
     pub fn wake_outbox(&self) {
-        self.lock_ready().look_in_store = true;
+        self.lock_handoff().look_in_store = true;
         self.outbox_wake.notify_one();
     }
 
@@ -257,7 +259,7 @@ impl Gateway {
             Ok(stored) => {
                 self.metrics
                     .messages(self.kind.as_str(), "out", "accepted", n as u64);
-                self.lock_ready().rows.extend(stored);
+                self.lock_handoff().rows.extend(stored);
                 self.outbox_wake.notify_one();
             }
             Err(e) => {

@@ -71,22 +71,21 @@ impl Gateway {
         let mut shutdown = self.shutdown.clone();
         let mut depth_at = Instant::now() - Duration::from_secs(10);
         let mut depth_stale = true;
+        // Due now: the first pass looks in the store (rows a stopped process left).
         let mut claim_at = Instant::now();
-        let mut woken = true;
         loop {
             if *shutdown.borrow() {
                 return;
             }
             let (ready, look) = {
-                let mut handoff = self.lock_ready();
+                let mut handoff = self.lock_handoff();
                 let n = handoff.rows.len().min(PASS_ROWS);
                 let ready = handoff.rows.drain(..n).collect::<Vec<_>>();
                 // Handed-over rows go first; the store is looked at once they are done.
                 let look = ready.is_empty() && std::mem::take(&mut handoff.look_in_store);
                 (ready, look)
             };
-            let claim = ready.is_empty() && (woken || look || Instant::now() >= claim_at);
-            woken = false;
+            let claim = ready.is_empty() && (look || Instant::now() >= claim_at);
             let rows = if claim {
                 match self
                     .store

@@ -53,7 +53,7 @@ async fn harness(needs_registration: bool) -> Harness {
         metrics: Metrics::default(),
         sessions: Mutex::default(),
         outbox_wake: Notify::new(),
-        outbox_ready: Default::default(),
+        outbox_handoff: Default::default(),
         events: ev_tx,
         shutdown,
         started: Instant::now(),

@@ -99,12 +99,15 @@ impl Lane {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(lane_error)?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(lane_error)?;
-        conn.execute_batch(
-            "PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
-        )
-        .map_err(lane_error)?;
+        // The same settings as the pool's connections (the pool has switched the file to
+        // WAL already; saying so again costs nothing).
+        for pragma in [
+            super::SQLITE_BUSY_TIMEOUT,
+            "PRAGMA journal_mode = WAL;",
+            super::SQLITE_PRAGMAS,
+        ] {
+            conn.execute_batch(pragma).map_err(lane_error)?;
+        }
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         let thread = std::thread::Builder::new()
@@ -264,11 +267,7 @@ fn file_path(url: &str) -> Result<Option<std::path::PathBuf>, StoreError> {
     if super::sqlite_is_memory(url) {
         return Ok(None);
     }
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .ok_or_else(|| StoreError::UnsupportedUrl("not a sqlite url".into()))?;
-    let db = rest.split_once('?').map(|(db, _)| db).unwrap_or(rest);
+    let (db, _) = super::sqlite_parts(url);
     let db = percent_encoding::percent_decode_str(db)
         .decode_utf8()
         .map_err(|_| StoreError::UnsupportedUrl("sqlite path is not UTF-8".into()))?;

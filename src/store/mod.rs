@@ -152,14 +152,26 @@ pub fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-fn sqlite_is_memory(url: &str) -> bool {
+/// A `sqlite:` URL's database part (a path, still percent-encoded, or `:memory:`) and its
+/// query (`""` when none).
+fn sqlite_parts(url: &str) -> (&str, &str) {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
         .unwrap_or(url);
-    let (db, query) = rest.split_once('?').unwrap_or((rest, ""));
+    rest.split_once('?').unwrap_or((rest, ""))
+}
+
+fn sqlite_is_memory(url: &str) -> bool {
+    let (db, query) = sqlite_parts(url);
     db == ":memory:" || query.split('&').any(|p| p == "mode=memory")
 }
+
+/// How long a SQLite connection (sqlx's or the lane's) waits for another's write lock; set
+/// first, since switching to WAL may itself wait for a lock.
+const SQLITE_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 5000;";
+/// What every SQLite connection sets after its busy timeout and WAL journaling.
+const SQLITE_PRAGMAS: &str = "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;";
 
 /// Adds `mode=rwc` unless the URL already chooses a mode.
 fn sqlite_create_if_missing(url: &str) -> String {
@@ -171,7 +183,7 @@ fn sqlite_create_if_missing(url: &str) -> String {
 }
 
 async fn sqlite_pragmas(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
-    sqlx::raw_sql("PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;")
+    sqlx::raw_sql(SQLITE_BUSY_TIMEOUT)
         .execute(&mut *conn)
         .await?;
     let mode: Option<String> = sqlx::query_scalar("PRAGMA journal_mode = WAL")
@@ -182,9 +194,7 @@ async fn sqlite_pragmas(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
     {
         tracing::warn!(%mode, "sqlite refused WAL journaling; concurrent access will be slower");
     }
-    sqlx::raw_sql("PRAGMA synchronous = NORMAL;")
-        .execute(&mut *conn)
-        .await?;
+    sqlx::raw_sql(SQLITE_PRAGMAS).execute(&mut *conn).await?;
     Ok(())
 }
 
