@@ -99,6 +99,26 @@ struct Builder {
 
 const NS_XML: &str = "http://www.w3.org/XML/1998/namespace";
 
+/// Room for attributes made when an element has any: a stanza's top element carries up to
+/// six (`from`, `to`, `id`, `type`, `xml:lang` and its namespace).
+const ATTRS_GUESS: usize = 6;
+
+/// `prefix:local` split at its colon (a byte search: names are short).
+fn split_prefix(qname: &str) -> Option<(&str, &str)> {
+    let at = qname.bytes().position(|b| b == b':')?;
+    Some((&qname[..at], &qname[at + 1..]))
+}
+
+/// Whether a name occurs twice (element attribute lists are short; no allocation).
+fn has_duplicate<'a>(mut names: impl Iterator<Item = &'a str> + Clone) -> bool {
+    while let Some(a) = names.next() {
+        if names.clone().any(|b| a == b) {
+            return true;
+        }
+    }
+    false
+}
+
 impl Builder {
     fn new(limits: Limits) -> Self {
         Builder {
@@ -113,6 +133,13 @@ impl Builder {
         if prefix == "xml" {
             return Some(NS_XML.to_owned());
         }
+        self.binding(prefix, own)
+            .map(str::to_owned)
+            .or_else(|| prefix.is_empty().then(String::new))
+    }
+
+    /// The namespace `prefix` is bound to, innermost first (`own` is the element's own).
+    fn binding<'b>(&'b self, prefix: &str, own: &'b [(String, String)]) -> Option<&'b str> {
         own.iter()
             .rev()
             .chain(
@@ -125,23 +152,40 @@ impl Builder {
             // Most elements use the default namespace (prefix ""): settle those on the
             // lengths alone, without a call to memcmp per binding.
             .find(|(p, _)| p.len() == prefix.len() && (prefix.is_empty() || p == prefix))
-            .map(|(_, ns)| ns.clone())
-            .or_else(|| prefix.is_empty().then(String::new))
+            .map(|(_, ns)| ns.as_str())
     }
 
     /// Reads a start tag into an element and its namespace bindings.
     fn open(&self, start: &BytesStart<'_>) -> Result<Frame, XmlError> {
-        let mut bindings = Vec::new();
-        let mut attrs = Vec::new();
-        for (n, attr) in start.attributes().enumerate() {
+        let mut bindings: Vec<(String, String)> = Vec::new();
+        // Most stanza elements carry a few attributes: one allocation instead of a
+        // growing vector.
+        let mut attrs = if start.attributes_raw().trim_start().is_empty() {
+            Vec::new()
+        } else {
+            Vec::with_capacity(ATTRS_GUESS)
+        };
+        let mut all = start.attributes();
+        // quick-xml's duplicate check allocates a vector per element; the same check is
+        // made below on what was collected.
+        all.with_checks(false);
+        for (n, attr) in all.enumerate() {
             if n >= self.limits.max_attrs {
                 return Err(XmlError::Policy("too many attributes".into()));
             }
             let attr = attr.map_err(|e| XmlError::NotWellFormed(e.to_string()))?;
             let key = attr.key.0;
-            let value = attr
-                .normalized_value(XmlVersion::Implicit1_0)
-                .map_err(|_| XmlError::Restricted("entity reference in attribute"))?;
+            // Only a reference or a tab or line break makes normalising change anything.
+            let value = if attr
+                .value
+                .bytes()
+                .any(|b| matches!(b, b'&' | b'\t' | b'\n' | b'\r'))
+            {
+                attr.normalized_value(XmlVersion::Implicit1_0)
+                    .map_err(|_| XmlError::Restricted("entity reference in attribute"))?
+            } else {
+                attr.value
+            };
             if !all_xml_chars(&value) {
                 return Err(XmlError::NotWellFormed("illegal character".into()));
             }
@@ -153,17 +197,20 @@ impl Builder {
                 attrs.push((key.to_owned(), value.into_owned()));
             }
         }
+        if has_duplicate(attrs.iter().map(|(k, _)| k.as_str()))
+            || has_duplicate(bindings.iter().map(|(p, _)| p.as_str()))
+        {
+            return Err(XmlError::NotWellFormed("duplicate attribute".into()));
+        }
         let qname = start.name().0;
-        let (prefix, local) = match qname.split_once(':') {
-            Some((p, l)) => (p, l),
-            None => ("", qname),
-        };
+        let (prefix, local) = split_prefix(qname).unwrap_or(("", qname));
         let ns = self
             .resolve(prefix, &bindings)
             .ok_or_else(|| XmlError::NotWellFormed(format!("unbound prefix {prefix}")))?;
         for (k, _) in &attrs {
-            if let Some((p, _)) = k.split_once(':')
-                && self.resolve(p, &bindings).is_none()
+            if let Some((p, _)) = split_prefix(k)
+                && p != "xml"
+                && self.binding(p, &bindings).is_none()
             {
                 return Err(XmlError::NotWellFormed(format!("unbound prefix {p}")));
             }
@@ -414,6 +461,32 @@ mod tests {
                 Err(e) => return (out, Some(e)),
             }
         }
+    }
+
+    #[test]
+    fn attribute_values_are_normalised_and_duplicates_refused() {
+        let e = parse_element(
+            "<message to='a@b' id='x&amp;y&#x41;' type='a\tb\nc'/>",
+            NS_COMPONENT,
+        )
+        .expect("parses");
+        assert_eq!(e.attr("id"), Some("x&yA"));
+        assert_eq!(e.attr("type"), Some("a b c"));
+        assert_eq!(e.attr("to"), Some("a@b"));
+        for bad in [
+            "<message to='a' id='1' to='b'/>",
+            "<message xml:lang='en' xml:lang='de'/>",
+            "<message xmlns='a' xmlns='b'/>",
+            "<message xmlns:p='a' xmlns:p='b'/>",
+        ] {
+            let err = parse_element(bad, NS_COMPONENT).expect_err(bad);
+            assert_eq!(err.condition(), Some("not-well-formed"), "{bad}: {err}");
+        }
+        // The same local name under two prefixes is two attributes.
+        let e = parse_element("<message xmlns:p='urn:p' p:id='1' id='2'/>", NS_COMPONENT)
+            .expect("parses");
+        assert_eq!(e.attr("id"), Some("2"));
+        assert_eq!(e.attr("p:id"), Some("1"));
     }
 
     #[tokio::test]
