@@ -1,0 +1,134 @@
+//! Benchmark: the durable outbox's hot path on the default SQLite store, without XMPP.
+//!
+//! One task stores messages in batches the way the router does (`enqueue_claimed`), a
+//! second settles each stored batch the way the outbox worker does once the bridge took it
+//! (`complete_sent`), so the two share the SQLite lane's group commits as they do in a
+//! running gateway. Prints the CPU per message of the whole process and of the SQLite
+//! thread. Run with `cargo bench --bench store` (`BENCH_MESSAGES=N`, default 60,000;
+//! `BENCH_BATCH=N` messages a batch, default 32).
+
+use std::time::Instant;
+
+use ferry::store::{Cipher, NewOutbox, SentRow, Store};
+use ferry_bridge_api::{AccountId, BridgeKind};
+
+/// utime + stime of one `stat` file of /proc, in seconds.
+fn cpu_seconds_of(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// CPU seconds of this process's threads named `name`.
+fn thread_cpu(name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .unwrap_or_default()
+                .trim()
+                == name
+        })
+        .map(|t| cpu_seconds_of(&t.path().join("stat").to_string_lossy()))
+        .sum()
+}
+
+fn message(account: AccountId, i: usize) -> NewOutbox {
+    NewOutbox {
+        bridge: BridgeKind::Email,
+        account,
+        recipient: "bob@example.com".into(),
+        payload: format!(
+            "{{\"body\":\"benchmark message {i}\",\"contact\":\"bob\\\\40example.com@email.localhost\"}}"
+        ),
+        from_jid: "alice@localhost/bench".into(),
+        stanza_id: Some(format!("m{i}")),
+        want_receipt: true,
+    }
+}
+
+fn main() {
+    let n: usize = std::env::var("BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60_000);
+    let batch: usize = std::env::var("BENCH_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32)
+        .max(1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("ferry.db").display());
+        let store = Store::open(&url, Cipher::from_key([7; 32]))
+            .await
+            .expect("open");
+        store.migrate().await.expect("migrate");
+        let account = store
+            .upsert_account(BridgeKind::Email, "alice@localhost", &Default::default())
+            .await
+            .expect("account");
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<SentRow>>(4);
+        let settler = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut settled = 0usize;
+                while let Some(rows) = rx.recv().await {
+                    store.complete_sent(&rows).await.expect("settle");
+                    settled += rows.len();
+                }
+                settled
+            })
+        };
+        let (cpu0, lane0, t0) = (
+            cpu_seconds_of("/proc/self/stat"),
+            thread_cpu("ferry-sqlite"),
+            Instant::now(),
+        );
+        let mut i = 0;
+        while i < n {
+            let msgs: Vec<NewOutbox> = (i..(i + batch).min(n))
+                .map(|k| message(account, k))
+                .collect();
+            i += msgs.len();
+            let rows = store.enqueue_claimed(msgs, 120_000).await.expect("store");
+            let sent = rows
+                .into_iter()
+                .map(|r| SentRow {
+                    id: r.id,
+                    account: r.account,
+                    remote_message_id: format!("<{}.ferry@example.com>", r.id),
+                    stanza_id: r.stanza_id,
+                    thread: None,
+                })
+                .collect();
+            tx.send(sent).await.expect("settler");
+        }
+        drop(tx);
+        let settled = settler.await.expect("settler task");
+        assert_eq!(settled, n, "every stored message was settled");
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu = cpu_seconds_of("/proc/self/stat") - cpu0;
+        let lane = thread_cpu("ferry-sqlite") - lane0;
+        println!(
+            "{n} messages stored and settled in batches of {batch}: {wall:.2}s = {:.0} messages/s",
+            n as f64 / wall
+        );
+        println!(
+            "CPU per message: {:.1} µs (SQLite thread {:.1} µs)",
+            cpu / n as f64 * 1e6,
+            lane / n as f64 * 1e6
+        );
+        store.close().await;
+    });
+}
