@@ -202,6 +202,7 @@ on_both_backends!(
     contacts_round_trip,
     message_map_round_trip,
     sent_rows_are_mappings,
+    large_batches_keep_every_row_apart,
     inbound_dedupe_under_concurrency,
     outbox_lifecycle,
     concurrent_claimers_never_share_a_row,
@@ -1497,6 +1498,81 @@ async fn sent_rows_are_mappings(db: &TestDb) {
         .expect("present");
     assert_eq!(latest.direction, Direction::In);
     assert_eq!(latest.remote_message_id, "<c@mail>");
+}
+
+/// Batches of every size are stored and settled row by row: each message gets its own id
+/// (consecutive within a batch, never reused across batches) and its own row, and each
+/// settled row its own foreign id and thread. (The SQLite lane writes a batch with
+/// multi-row statements in chunks of 32, 8 and 1 rows; 45 rows use all three.)
+async fn large_batches_keep_every_row_apart(db: &TestDb) {
+    let (s, alice, _) = alice_and_bob(db).await;
+    let first = s
+        .enqueue_claimed(vec![message(alice, "+12015550100", "before")], 60_000)
+        .await
+        .expect("enqueue one");
+    let msgs: Vec<NewOutbox> = (0..45)
+        .map(|i| {
+            let mut m = message(alice, &format!("+120155501{i:02}"), &format!("b{i}"));
+            if i % 3 == 0 {
+                m.stanza_id = None;
+                m.want_receipt = false;
+            }
+            m
+        })
+        .collect();
+    let rows = s
+        .enqueue_claimed(msgs.clone(), 60_000)
+        .await
+        .expect("enqueue batch");
+    assert_eq!(rows.len(), 45);
+    for (i, (row, msg)) in rows.iter().zip(&msgs).enumerate() {
+        let expected_id = first[0].id + 1 + i as i64;
+        assert_eq!(row.id, expected_id, "row {i}");
+        let stored = s.outbox_row(row.id).await.expect("row").expect("present");
+        assert_eq!(stored.recipient, msg.recipient, "row {i}");
+        assert_eq!(stored.payload, msg.payload, "row {i}");
+        assert_eq!(stored.stanza_id, msg.stanza_id, "row {i}");
+        assert_eq!(stored.want_receipt, msg.want_receipt, "row {i}");
+        assert_eq!(stored.state, OutboxState::Pending, "row {i}");
+        assert_eq!(stored.attempts, 1, "row {i}");
+    }
+    let sent: Vec<SentRow> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| SentRow {
+            id: r.id,
+            account: alice,
+            remote_message_id: format!("<{i}@mail>"),
+            stanza_id: r.stanza_id.clone(),
+            thread: (i % 2 == 1).then(|| format!("t{i}")),
+        })
+        .collect();
+    s.complete_sent(&sent).await.expect("settle");
+    for (i, d) in sent.iter().enumerate() {
+        let stored = s.outbox_row(d.id).await.expect("row").expect("present");
+        assert_eq!(stored.state, OutboxState::Sent, "row {i}");
+        assert_eq!(
+            stored.remote_message_id.as_deref(),
+            Some(d.remote_message_id.as_str())
+        );
+        if let Some(sid) = &d.stanza_id {
+            let m = s
+                .remote_for_xmpp(alice, sid)
+                .await
+                .expect("lookup")
+                .expect("a mapping");
+            assert_eq!(m.remote_message_id, d.remote_message_id, "row {i}");
+            assert_eq!(m.thread, d.thread, "row {i}");
+        }
+    }
+    // The row stored before the batch is untouched.
+    let before = s
+        .outbox_row(first[0].id)
+        .await
+        .expect("row")
+        .expect("present");
+    assert_eq!(before.state, OutboxState::Pending);
+    assert_eq!(before.recipient, "+12015550100");
 }
 
 async fn inbound_dedupe_under_concurrency(db: &TestDb) {

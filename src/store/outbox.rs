@@ -239,6 +239,61 @@ where
         .await?)
 }
 
+/// A batch goes to the lane's multi-row statements in chunks of these sizes, largest first,
+/// so that only a few statement texts are ever prepared (and then cached).
+const LANE_CHUNKS: [usize; 3] = [32, 8, 1];
+
+/// The statement texts for each of [`LANE_CHUNKS`]: a multi-row INSERT whose shared
+/// parameters come first (`?1` attempts, `?2` now, `?3` lease end) and then seven for each
+/// row; and a multi-row settle (`?1` now, then id, remote id and thread for each row).
+/// One statement for many rows saves SQLite's per-statement work, including the
+/// AUTOINCREMENT counter's update, which it makes once per INSERT statement.
+static LANE_SQL: std::sync::LazyLock<Vec<(String, String)>> = std::sync::LazyLock::new(|| {
+    use std::fmt::Write;
+    LANE_CHUNKS
+        .iter()
+        .map(|&rows| {
+            let mut insert = String::from(
+                "INSERT INTO outbox (bridge, account_id, recipient, payload, from_jid, \
+                 stanza_id, want_receipt, state, attempts, next_attempt_at_ms, \
+                 locked_until_ms, created_at_ms, updated_at_ms) VALUES ",
+            );
+            let mut settle = String::from(
+                "UPDATE outbox SET state = 'sent', remote_message_id = v.column2, \
+                 thread = v.column3, locked_until_ms = 0, updated_at_ms = ?1 FROM (VALUES ",
+            );
+            for r in 0..rows {
+                let sep = if r == 0 { "" } else { "," };
+                let b = 3 + r * 7;
+                let _ = write!(
+                    insert,
+                    "{sep}(?{},?{},?{},?{},?{},?{},?{},'pending',?1,?2,?3,?2,?2)",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7
+                );
+                let b = 1 + r * 3;
+                let _ = write!(settle, "{sep}(?{},?{},?{})", b + 1, b + 2, b + 3);
+            }
+            settle.push_str(") AS v WHERE outbox.id = v.column1");
+            (insert, settle)
+        })
+        .collect()
+});
+
+/// The largest chunk size that fits `left` rows, with its statement texts.
+fn lane_chunk(left: usize) -> (usize, &'static (String, String)) {
+    let i = LANE_CHUNKS
+        .iter()
+        .position(|&n| n <= left)
+        .unwrap_or(LANE_CHUNKS.len() - 1);
+    (LANE_CHUNKS[i], &LANE_SQL[i])
+}
+
 /// Inserts `msgs` on the lane's connection (inside its write transaction); returns their
 /// ids.
 fn lane_insert(
@@ -249,30 +304,69 @@ fn lane_insert(
     locked_until_ms: i64,
 ) -> Result<Vec<i64>, StoreError> {
     let mut ids = Vec::with_capacity(msgs.len());
-    {
-        // Without RETURNING: SQLite buffers RETURNING rows in a temporary b-tree, which
-        // costs more than the insert.
-        let mut stmt = conn
-            .prepare_cached(INSERT.trim_end_matches("RETURNING id").trim_end())
+    let mut rest = msgs;
+    while !rest.is_empty() {
+        let (n, (sql, _)) = lane_chunk(rest.len());
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        let mut stmt = conn.prepare_cached(sql).map_err(lane_error)?;
+        stmt.raw_bind_parameter(1, attempts).map_err(lane_error)?;
+        stmt.raw_bind_parameter(2, now).map_err(lane_error)?;
+        stmt.raw_bind_parameter(3, locked_until_ms)
             .map_err(lane_error)?;
-        for msg in msgs {
-            stmt.execute(rusqlite::params![
-                msg.bridge.as_str(),
-                msg.account.0,
-                msg.recipient,
-                msg.payload,
-                msg.from_jid,
-                msg.stanza_id,
-                msg.want_receipt,
-                attempts,
-                now,
-                locked_until_ms,
-            ])
-            .map_err(lane_error)?;
-            ids.push(conn.last_insert_rowid());
+        for (r, msg) in chunk.iter().enumerate() {
+            let b = 3 + r * 7;
+            stmt.raw_bind_parameter(b + 1, msg.bridge.as_str())
+                .map_err(lane_error)?;
+            stmt.raw_bind_parameter(b + 2, msg.account.0)
+                .map_err(lane_error)?;
+            stmt.raw_bind_parameter(b + 3, &msg.recipient)
+                .map_err(lane_error)?;
+            stmt.raw_bind_parameter(b + 4, &msg.payload)
+                .map_err(lane_error)?;
+            stmt.raw_bind_parameter(b + 5, &msg.from_jid)
+                .map_err(lane_error)?;
+            stmt.raw_bind_parameter(b + 6, &msg.stanza_id)
+                .map_err(lane_error)?;
+            stmt.raw_bind_parameter(b + 7, msg.want_receipt)
+                .map_err(lane_error)?;
         }
+        let inserted = stmt.raw_execute().map_err(lane_error)?;
+        // Without RETURNING (SQLite buffers RETURNING rows in a temporary b-tree, which
+        // costs more than the insert): an AUTOINCREMENT table gives the rows of one
+        // statement consecutive ids, each one more than the largest ever, so the last id
+        // tells them all.
+        if inserted != n {
+            return Err(StoreError::Corrupt(format!(
+                "inserted {inserted} outbox rows of {n}"
+            )));
+        }
+        let last = conn.last_insert_rowid();
+        ids.extend((last + 1 - n as i64)..=last);
     }
     Ok(ids)
+}
+
+/// Settles `done` as sent on the lane's connection (inside its write transaction).
+fn lane_settle(conn: &rusqlite::Connection, done: &[SentRow], now: i64) -> Result<(), StoreError> {
+    let mut rest = done;
+    while !rest.is_empty() {
+        let (n, (_, sql)) = lane_chunk(rest.len());
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        let mut stmt = conn.prepare_cached(sql).map_err(lane_error)?;
+        stmt.raw_bind_parameter(1, now).map_err(lane_error)?;
+        for (r, d) in chunk.iter().enumerate() {
+            let b = 1 + r * 3;
+            stmt.raw_bind_parameter(b + 1, d.id).map_err(lane_error)?;
+            stmt.raw_bind_parameter(b + 2, &d.remote_message_id)
+                .map_err(lane_error)?;
+            stmt.raw_bind_parameter(b + 3, &d.thread)
+                .map_err(lane_error)?;
+        }
+        stmt.raw_execute().map_err(lane_error)?;
+    }
+    Ok(())
 }
 
 impl Store {
@@ -410,16 +504,7 @@ impl Store {
         let now = now_ms();
         if let Some(lane) = &self.lane {
             let done = done.to_vec();
-            return lane
-                .call(move |conn| {
-                    let mut sent = conn.prepare_cached(SETTLE_SENT).map_err(lane_error)?;
-                    for d in &done {
-                        sent.execute(rusqlite::params![d.remote_message_id, d.thread, now, d.id])
-                            .map_err(lane_error)?;
-                    }
-                    Ok(())
-                })
-                .await;
+            return lane.call(move |conn| lane_settle(conn, &done, now)).await;
         }
         let mut tx = self.begin_write().await?;
         for d in done {
