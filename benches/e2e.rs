@@ -54,6 +54,26 @@ fn cpu_by_thread(pid: u32) -> std::collections::BTreeMap<String, f64> {
     out
 }
 
+/// Context switches (voluntary + involuntary) of all of a process's threads so far: each
+/// one is a thread going to sleep or being put off its core, which costs far more CPU on
+/// this kind of virtual machine than the work between them.
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .map(|task| {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
 /// The child: ferry with the fake bridge, attached to the given component port.
 fn child(port: u16, dir: &str) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -140,6 +160,7 @@ fn main() {
             .await;
 
         let threads0 = cpu_by_thread(ferry_pid);
+        let switches0 = context_switches(ferry_pid);
         let (f0, p0, t0) = (cpu_seconds(ferry_pid), cpu_seconds(prosody_pid), Instant::now());
         let mut batch = String::with_capacity(64 * 1024);
         for i in 0..n {
@@ -158,12 +179,17 @@ fn main() {
         let wall = t0.elapsed().as_secs_f64();
         let (f1, p1) = (cpu_seconds(ferry_pid), cpu_seconds(prosody_pid));
         let threads1 = cpu_by_thread(ferry_pid);
+        let switches = context_switches(ferry_pid).saturating_sub(switches0);
         let ferry_us = (f1 - f0) / n as f64 * 1e6;
         let prosody_us = (p1 - p0) / n as f64 * 1e6;
         println!("{n} messages with receipts in {wall:.2}s = {:.0} messages/s", n as f64 / wall);
         println!("ferry CPU: {:.2}s = {ferry_us:.1} µs/message", f1 - f0);
         println!("Prosody CPU: {:.2}s = {prosody_us:.1} µs/message (two stanzas routed per message: the message and its receipt)", p1 - p0);
         println!("ferry/Prosody CPU ratio: {:.2}", ferry_us / prosody_us);
+        println!(
+            "ferry context switches: {switches} = {:.1} per 100 messages",
+            switches as f64 * 100.0 / n as f64
+        );
         for (name, cpu) in &threads1 {
             let before = threads0.get(name).copied().unwrap_or(0.0);
             let us = (cpu - before) / n as f64 * 1e6;

@@ -116,22 +116,19 @@ impl Lane {
                 let mut last: Option<Instant> = None;
                 while let Ok(first) = rx.recv() {
                     let mut group = vec![first];
-                    // Busy (the last commit began less than a window ago): gather what
-                    // comes until the window is over. Idle: commit at once.
-                    let until = last
-                        .map(|at| at + GROUP_WINDOW)
-                        .filter(|t| *t > Instant::now());
+                    // Busy (the last commit began less than a window ago): let what comes
+                    // gather until the window is over, asleep, so that jobs queue without
+                    // waking the thread one by one. Idle: commit at once.
+                    if let Some(until) = last.map(|at| at + GROUP_WINDOW) {
+                        let left = until.saturating_duration_since(Instant::now());
+                        if !left.is_zero() {
+                            std::thread::sleep(left);
+                        }
+                    }
                     while group.len() < GROUP_JOBS {
-                        let job = match until {
-                            Some(until) => {
-                                let left = until.saturating_duration_since(Instant::now());
-                                rx.recv_timeout(left).ok()
-                            }
-                            None => rx.try_recv().ok(),
-                        };
-                        match job {
-                            Some(job) => group.push(job),
-                            None => break,
+                        match rx.try_recv() {
+                            Ok(job) => group.push(job),
+                            Err(_) => break,
                         }
                     }
                     last = Some(Instant::now());
