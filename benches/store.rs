@@ -84,8 +84,8 @@ fn main() {
             tokio::spawn(async move {
                 let mut settled = 0usize;
                 while let Some(rows) = rx.recv().await {
-                    store.complete_sent(&rows).await.expect("settle");
                     settled += rows.len();
+                    store.complete_sent(rows).await.expect("settle");
                 }
                 settled
             })

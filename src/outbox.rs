@@ -20,6 +20,11 @@ use crate::xml::{Element, NS_COMPONENT};
 /// A row the foreign side accepted, waiting to be settled in the store.
 struct Delivered {
     sent: SentRow,
+    answer: Answer,
+}
+
+/// What to tell the user about a delivered row once it is settled.
+struct Answer {
     /// Whether to send the XEP-0184 receipt now (else a delivery report will come).
     receipt_now: bool,
     contact: String,
@@ -171,9 +176,14 @@ impl Gateway {
             }
         }
         let mut delivered = Vec::new();
+        let mut sent = Vec::new();
         while let Some(done) = sends.next().await {
             match done {
-                Ok(Attempt::Delivered(d)) => delivered.push(*d),
+                Ok(Attempt::Delivered(d)) => {
+                    let Delivered { sent: row, answer } = *d;
+                    sent.push(row);
+                    delivered.push(answer);
+                }
                 Ok(Attempt::Retry(at)) => retry_at = Some(retry_at.map_or(at, |r| r.min(at))),
                 Ok(Attempt::Settled) => {}
                 Err(_) => {
@@ -183,15 +193,15 @@ impl Gateway {
         }
         drop(sends);
         if !delivered.is_empty() {
-            let sent: Vec<SentRow> = delivered.iter().map(|d| d.sent.clone()).collect();
-            if let Err(e) = self.store.complete_sent(&sent).await {
+            let n = sent.len();
+            if let Err(e) = self.store.complete_sent(sent).await {
                 // The rows stay leased and are sent again when the lease ends; the receipt
                 // waits for that, so the user never gets one for an unsettled row twice.
-                tracing::error!(domain = %self.domain, "outbox: cannot settle {} delivered row(s): {e}", sent.len());
+                tracing::error!(domain = %self.domain, "outbox: cannot settle {n} delivered row(s): {e}");
                 let at = now_ms() + LEASE_MS;
                 return Some(retry_at.map_or(at, |r| r.min(at)));
             }
-            let n = delivered.len() as u64;
+            let n = n as u64;
             self.settled.send_modify(|v| *v += n);
             // Receipts only once the store says the rows are settled.
             self.metrics.messages(self.kind.as_str(), "out", "ok", n);
@@ -248,15 +258,25 @@ impl Gateway {
                 .flatten()
                 .map(|m| m.remote_message_id);
         }
+        let OutboxPayload {
+            body,
+            subject,
+            thread,
+            links,
+            sent_at_ms,
+            contact,
+            to_display,
+            reply_to: _,
+        } = payload;
         let msg = Outbound {
             key: format!("{}-{}", self.kind, row.id),
-            body: payload.body.clone(),
-            subject: payload.subject.clone(),
-            thread: payload.thread.clone(),
+            body,
+            subject,
+            thread,
             in_reply_to,
-            links: payload.links.clone(),
-            sent_at_ms: payload.sent_at_ms,
-            to_display: payload.to_display.clone(),
+            links,
+            sent_at_ms,
+            to_display,
         };
         let to = RemoteId(row.recipient.clone());
         let result = match tokio::time::timeout(SEND_TIMEOUT, session.send(&to, &msg)).await {
@@ -278,12 +298,14 @@ impl Gateway {
                         account: row.account,
                         remote_message_id,
                         stanza_id: row.stanza_id.clone(),
-                        thread: payload.thread.clone(),
+                        thread: msg.thread,
                     },
-                    receipt_now: delivered,
-                    contact: payload.contact,
-                    row,
-                    notice,
+                    answer: Answer {
+                        receipt_now: delivered,
+                        contact,
+                        row,
+                        notice,
+                    },
                 }));
             }
             Err(e) if e.is_transient() && row.attempts < MAX_ATTEMPTS => {
@@ -307,7 +329,7 @@ impl Gateway {
                 } else {
                     condition_for(e.kind)
                 };
-                Box::pin(self.send_failure(&row, &payload.contact, cond, &e.text)).await;
+                Box::pin(self.send_failure(&row, &contact, cond, &e.text)).await;
             }
         }
         Attempt::Settled

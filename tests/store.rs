@@ -1439,9 +1439,12 @@ async fn sent_rows_are_mappings(db: &TestDb) {
         stanza_id: rows[i].stanza_id.clone(),
         thread: thread.map(str::to_owned),
     };
-    s.complete_sent(&[sent(0, "<a@mail>", Some("t1")), sent(1, "<b@mail>", None)])
-        .await
-        .expect("settle");
+    s.complete_sent(vec![
+        sent(0, "<a@mail>", Some("t1")),
+        sent(1, "<b@mail>", None),
+    ])
+    .await
+    .expect("settle");
     assert_eq!(
         s.outbox_row(rows[0].id)
             .await
@@ -1547,7 +1550,7 @@ async fn large_batches_keep_every_row_apart(db: &TestDb) {
             thread: (i % 2 == 1).then(|| format!("t{i}")),
         })
         .collect();
-    s.complete_sent(&sent).await.expect("settle");
+    s.complete_sent(sent.clone()).await.expect("settle");
     for (i, d) in sent.iter().enumerate() {
         let stored = s.outbox_row(d.id).await.expect("row").expect("present");
         assert_eq!(stored.state, OutboxState::Sent, "row {i}");

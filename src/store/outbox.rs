@@ -497,17 +497,16 @@ impl Store {
     /// Settles many delivered rows in one transaction: each is marked sent with its
     /// remote message id and thread, which maps its stanza id (if it had one) to the remote
     /// id for later replies, corrections and threads (direction `out`).
-    pub async fn complete_sent(&self, done: &[SentRow]) -> Result<(), StoreError> {
+    pub async fn complete_sent(&self, done: Vec<SentRow>) -> Result<(), StoreError> {
         if done.is_empty() {
             return Ok(());
         }
         let now = now_ms();
         if let Some(lane) = &self.lane {
-            let done = done.to_vec();
             return lane.call(move |conn| lane_settle(conn, &done, now)).await;
         }
         let mut tx = self.begin_write().await?;
-        for d in done {
+        for d in &done {
             sqlx::query(SETTLE_SENT)
                 .bind(d.remote_message_id.as_str())
                 .bind(d.thread.as_deref())
