@@ -10,6 +10,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/proc.rs"]
+mod proc_stat;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -19,60 +21,10 @@ use std::time::{Duration, Instant};
 use common::prosody::Prosody;
 use ferry_bridge_api::BridgeKind;
 use ferry_bridge_api::fake::FakeBridge;
+use proc_stat::{context_switches, cpu_by_thread, cpu_seconds};
 
 const GW: &str = "bench.localhost";
 const SECRET: &str = "bench-secret";
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    cpu_seconds_of(&format!("/proc/{pid}/stat"))
-}
-
-/// utime + stime from a `stat` file of /proc, in seconds.
-fn cpu_seconds_of(path: &str) -> f64 {
-    let stat = std::fs::read_to_string(path).unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-/// CPU seconds per thread name of a process (threads that share a name are summed).
-fn cpu_by_thread(pid: u32) -> std::collections::BTreeMap<String, f64> {
-    let mut out = std::collections::BTreeMap::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for task in tasks.flatten() {
-        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        let tid: u32 = task.file_name().to_string_lossy().parse().unwrap_or(0);
-        let cpu = cpu_seconds_of(&format!("/proc/{pid}/task/{tid}/stat"));
-        *out.entry(name.trim().to_owned()).or_insert(0.0) += cpu;
-    }
-    out
-}
-
-/// Context switches (voluntary + involuntary) of all of a process's threads so far: each
-/// one is a thread going to sleep or being put off its core, which costs far more CPU on
-/// this kind of virtual machine than the work between them.
-fn context_switches(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .map(|task| {
-            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-            status
-                .lines()
-                .filter(|l| l.contains("ctxt_switches:"))
-                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .sum::<u64>()
-        })
-        .sum()
-}
 
 /// The child: ferry with the fake bridge, attached to the given component port.
 fn child(port: u16, dir: &str) {

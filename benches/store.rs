@@ -7,36 +7,21 @@
 //! thread. Run with `cargo bench --bench store` (`BENCH_MESSAGES=N`, default 60,000;
 //! `BENCH_BATCH=N` messages a batch, default 32).
 
+#[path = "support/proc.rs"]
+mod proc_stat;
+
 use std::time::Instant;
 
 use ferry::store::{Cipher, NewOutbox, SentRow, Store};
 use ferry_bridge_api::{AccountId, BridgeKind};
+use proc_stat::{cpu_by_thread, cpu_seconds};
 
-/// utime + stime of one `stat` file of /proc, in seconds.
-fn cpu_seconds_of(path: &str) -> f64 {
-    let stat = std::fs::read_to_string(path).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-/// CPU seconds of this process's threads named `name`.
-fn thread_cpu(name: &str) -> f64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0.0;
-    };
-    tasks
-        .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm"))
-                .unwrap_or_default()
-                .trim()
-                == name
-        })
-        .map(|t| cpu_seconds_of(&t.path().join("stat").to_string_lossy()))
-        .sum()
+/// CPU seconds of this process's SQLite lane thread.
+fn lane_cpu() -> f64 {
+    cpu_by_thread(std::process::id())
+        .get("ferry-sqlite")
+        .copied()
+        .unwrap_or(0.0)
 }
 
 fn message(account: AccountId, i: usize) -> NewOutbox {
@@ -90,11 +75,7 @@ fn main() {
                 settled
             })
         };
-        let (cpu0, lane0, t0) = (
-            cpu_seconds_of("/proc/self/stat"),
-            thread_cpu("ferry-sqlite"),
-            Instant::now(),
-        );
+        let (cpu0, lane0, t0) = (cpu_seconds(std::process::id()), lane_cpu(), Instant::now());
         let mut i = 0;
         while i < n {
             let msgs: Vec<NewOutbox> = (i..(i + batch).min(n))
@@ -118,8 +99,8 @@ fn main() {
         let settled = settler.await.expect("settler task");
         assert_eq!(settled, n, "every stored message was settled");
         let wall = t0.elapsed().as_secs_f64();
-        let cpu = cpu_seconds_of("/proc/self/stat") - cpu0;
-        let lane = thread_cpu("ferry-sqlite") - lane0;
+        let cpu = cpu_seconds(std::process::id()) - cpu0;
+        let lane = lane_cpu() - lane0;
         println!(
             "{n} messages stored and settled in batches of {batch}: {wall:.2}s = {:.0} messages/s",
             n as f64 / wall

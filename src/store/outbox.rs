@@ -285,13 +285,23 @@ static LANE_SQL: std::sync::LazyLock<Vec<(String, String)>> = std::sync::LazyLoc
         .collect()
 });
 
-/// The largest chunk size that fits `left` rows, with its statement texts.
-fn lane_chunk(left: usize) -> (usize, &'static (String, String)) {
-    let i = LANE_CHUNKS
-        .iter()
-        .position(|&n| n <= left)
-        .unwrap_or(LANE_CHUNKS.len() - 1);
-    (LANE_CHUNKS[i], &LANE_SQL[i])
+/// Calls `each` with `rows` cut into chunks of [`LANE_CHUNKS`] sizes, largest first, and
+/// the statement texts for each chunk's size.
+fn in_chunks<T>(
+    rows: &[T],
+    mut each: impl FnMut(&[T], &'static (String, String)) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let i = LANE_CHUNKS
+            .iter()
+            .position(|&n| n <= rest.len())
+            .unwrap_or(LANE_CHUNKS.len() - 1);
+        let (chunk, tail) = rest.split_at(LANE_CHUNKS[i].min(rest.len()));
+        rest = tail;
+        each(chunk, &LANE_SQL[i])?;
+    }
+    Ok(())
 }
 
 /// Inserts `msgs` on the lane's connection (inside its write transaction); returns their
@@ -304,11 +314,7 @@ fn lane_insert(
     locked_until_ms: i64,
 ) -> Result<Vec<i64>, StoreError> {
     let mut ids = Vec::with_capacity(msgs.len());
-    let mut rest = msgs;
-    while !rest.is_empty() {
-        let (n, (sql, _)) = lane_chunk(rest.len());
-        let (chunk, tail) = rest.split_at(n);
-        rest = tail;
+    in_chunks(msgs, |chunk, (sql, _)| {
         let mut stmt = conn.prepare_cached(sql).map_err(lane_error)?;
         stmt.raw_bind_parameter(1, attempts).map_err(lane_error)?;
         stmt.raw_bind_parameter(2, now).map_err(lane_error)?;
@@ -336,6 +342,7 @@ fn lane_insert(
         // costs more than the insert): an AUTOINCREMENT table gives the rows of one
         // statement consecutive ids, each one more than the largest ever, so the last id
         // tells them all.
+        let n = chunk.len();
         if inserted != n {
             return Err(StoreError::Corrupt(format!(
                 "inserted {inserted} outbox rows of {n}"
@@ -343,17 +350,14 @@ fn lane_insert(
         }
         let last = conn.last_insert_rowid();
         ids.extend((last + 1 - n as i64)..=last);
-    }
+        Ok(())
+    })?;
     Ok(ids)
 }
 
 /// Settles `done` as sent on the lane's connection (inside its write transaction).
 fn lane_settle(conn: &rusqlite::Connection, done: &[SentRow], now: i64) -> Result<(), StoreError> {
-    let mut rest = done;
-    while !rest.is_empty() {
-        let (n, (_, sql)) = lane_chunk(rest.len());
-        let (chunk, tail) = rest.split_at(n);
-        rest = tail;
+    in_chunks(done, |chunk, (_, sql)| {
         let mut stmt = conn.prepare_cached(sql).map_err(lane_error)?;
         stmt.raw_bind_parameter(1, now).map_err(lane_error)?;
         for (r, d) in chunk.iter().enumerate() {
@@ -365,8 +369,8 @@ fn lane_settle(conn: &rusqlite::Connection, done: &[SentRow], now: i64) -> Resul
                 .map_err(lane_error)?;
         }
         stmt.raw_execute().map_err(lane_error)?;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 impl Store {
