@@ -164,11 +164,16 @@ impl Caches {
 /// What the router and sessions hand to the outbox worker.
 #[derive(Debug, Default)]
 pub struct OutboxHandoff {
-    /// Rows stored already claimed, to send as they are.
-    pub rows: Vec<OutboxRow>,
+    /// Rows stored already claimed, to send as they are, each with its payload as the
+    /// router built it (the outbox need not read back what was just written).
+    pub rows: Vec<(OutboxRow, OutboxPayload)>,
     /// Due rows may be waiting in the store: claim them.
     pub look_in_store: bool,
 }
+
+/// A message the router has checked: its row to store, its payload, and its stanza (to
+/// answer with an error if it cannot be stored).
+type Prepared = (Stanza, NewOutbox, OutboxPayload);
 
 /// The payload the core keeps in an outbox row: what the bridge needs to send, and what the
 /// core needs to answer the user afterwards.
@@ -224,7 +229,7 @@ impl Gateway {
     /// Consecutive messages that are already waiting are stored in one transaction (group
     /// commit); any other stanza first waits for the messages before it to be stored.
     pub async fn run_router(self: Arc<Self>, mut rx: mpsc::Receiver<Element>) {
-        let mut batch: Vec<(Stanza, NewOutbox)> = Vec::new();
+        let mut batch: Vec<Prepared> = Vec::new();
         while let Some(first) = rx.recv().await {
             let mut next = Some(first);
             while let Some(el) = next.take() {
@@ -245,12 +250,19 @@ impl Gateway {
     }
 
     /// Stores the pending messages in one transaction and wakes the outbox.
-    async fn flush(&self, batch: &mut Vec<(Stanza, NewOutbox)>) {
+    async fn flush(&self, batch: &mut Vec<Prepared>) {
         if batch.is_empty() {
             return;
         }
-        let (stanzas, rows): (Vec<Stanza>, Vec<NewOutbox>) = batch.drain(..).unzip();
-        let n = rows.len();
+        let n = batch.len();
+        let mut stanzas = Vec::with_capacity(n);
+        let mut rows = Vec::with_capacity(n);
+        let mut payloads = Vec::with_capacity(n);
+        for (st, row, payload) in batch.drain(..) {
+            stanzas.push(st);
+            rows.push(row);
+            payloads.push(payload);
+        }
         match self
             .store
             .enqueue_claimed(rows, crate::outbox::LEASE_MS)
@@ -259,7 +271,9 @@ impl Gateway {
             Ok(stored) => {
                 self.metrics
                     .messages(self.kind.as_str(), "out", "accepted", n as u64);
-                self.lock_handoff().rows.extend(stored);
+                self.lock_handoff()
+                    .rows
+                    .extend(stored.into_iter().zip(payloads));
                 self.outbox_wake.notify_one();
             }
             Err(e) => {
@@ -280,7 +294,7 @@ impl Gateway {
 
     /// Routes one element; messages for contacts join `batch`, everything else is handled
     /// after the batch is stored.
-    async fn handle_into(self: &Arc<Self>, el: Element, batch: &mut Vec<(Stanza, NewOutbox)>) {
+    async fn handle_into(self: &Arc<Self>, el: Element, batch: &mut Vec<Prepared>) {
         let st = match Stanza::from_element(el) {
             Ok(st) => st,
             Err(e) => {
@@ -291,7 +305,7 @@ impl Gateway {
         let route = router::route(&st, &self.domain, &self.access);
         if let Route::ContactMessage(local) = &route {
             match self.prepare_outbound(&st, local).await {
-                Ok(Some(row)) => batch.push((st, row)),
+                Ok(Some((row, payload))) => batch.push((st, row, payload)),
                 Ok(None) => {}
                 Err((cond, text)) => self.reject(&st, cond, text.as_deref()).await,
             }
@@ -415,7 +429,7 @@ impl Gateway {
         self: &Arc<Self>,
         st: &Stanza,
         local: &str,
-    ) -> Result<Option<NewOutbox>, (Condition, Option<String>)> {
+    ) -> Result<Option<(NewOutbox, OutboxPayload)>, (Condition, Option<String>)> {
         let body = st.el.child_text("body", NS_COMPONENT).unwrap_or_default();
         let links: Vec<String> = st
             .el
@@ -470,19 +484,20 @@ impl Gateway {
             contact: self.contact_jid(&identity),
             to_display: identity.display.clone(),
         };
-        let payload = serde_json::to_string(&payload).map_err(|e| {
+        let text = serde_json::to_string(&payload).map_err(|e| {
             tracing::error!("cannot encode outbox payload: {e}");
             (Condition::InternalServerError, None)
         })?;
-        Ok(Some(NewOutbox {
+        let row = NewOutbox {
             bridge: self.kind,
             account,
             recipient: identity.remote_id.clone(),
-            payload,
+            payload: text,
             from_jid: st.from.as_str().to_owned(),
             stanza_id: st.id.clone(),
             want_receipt: st.el.child("request", ns::RECEIPTS).is_some(),
-        }))
+        };
+        Ok(Some((row, payload)))
     }
 
     /// IQs to a contact: disco#info, vCard, ping.

@@ -97,7 +97,7 @@ impl Gateway {
                     .claim_due(self.kind, now_ms(), LEASE_MS, PASS_ROWS as i64)
                     .await
                 {
-                    Ok(rows) => rows,
+                    Ok(rows) => rows.into_iter().map(|row| (row, None)).collect(),
                     Err(e) => {
                         tracing::error!(domain = %self.domain, "outbox: {e}");
                         Vec::new()
@@ -105,6 +105,9 @@ impl Gateway {
                 }
             } else {
                 ready
+                    .into_iter()
+                    .map(|(row, payload)| (row, Some(payload)))
+                    .collect()
             };
             let worked = !rows.is_empty();
             if worked {
@@ -148,21 +151,26 @@ impl Gateway {
     }
 
     /// Sends `rows` concurrently and settles them; returns the earliest time a row was
-    /// put back for a later attempt.
-    async fn outbox_pass(self: &Arc<Self>, rows: Vec<OutboxRow>) -> Option<i64> {
+    /// put back for a later attempt. A row comes with its payload when the router handed
+    /// it over; rows claimed from the store have theirs read from the row.
+    async fn outbox_pass(
+        self: &Arc<Self>,
+        rows: Vec<(OutboxRow, Option<OutboxPayload>)>,
+    ) -> Option<i64> {
         // The sends run concurrently inside this task: a task each would cost a spawn and
         // a cross-thread wake-up per message. A send that panics counts as settled-failed
         // for this pass (its row stays leased and is retried when the lease ends).
         let mut sends = FuturesUnordered::new();
         let mut retry_at: Option<i64> = None;
-        for row in rows {
+        for (row, payload) in rows {
             let session = self
                 .lock_sessions()
                 .get(&row.account)
                 .and_then(|s| s.session.clone());
             match session {
                 Some(session) => {
-                    sends.push(AssertUnwindSafe(self.deliver(row, session)).catch_unwind());
+                    sends
+                        .push(AssertUnwindSafe(self.deliver(row, payload, session)).catch_unwind());
                 }
                 None => {
                     // The session is not up (yet): keep the row and try again soon.
@@ -230,9 +238,10 @@ impl Gateway {
     async fn deliver(
         &self,
         row: OutboxRow,
+        payload: Option<OutboxPayload>,
         session: Arc<dyn ferry_bridge_api::Session>,
     ) -> Attempt {
-        let payload: OutboxPayload = match serde_json::from_str(&row.payload) {
+        let payload = match payload.map_or_else(|| serde_json::from_str(&row.payload), Ok) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(id = row.id, "unreadable outbox row: {e}");
