@@ -5,7 +5,8 @@
 //! (`complete_sent`), so the two share the SQLite lane's group commits as they do in a
 //! running gateway. Prints the CPU per message of the whole process and of the SQLite
 //! thread. Run with `cargo bench --bench store` (`BENCH_MESSAGES=N`, default 60,000;
-//! `BENCH_BATCH=N` messages a batch, default 32).
+//! `BENCH_BATCH=N` messages a batch, default 32; `BENCH_IDS=random` for stanza and foreign
+//! ids spread like real clients' and providers' random ones instead of nearly sequential).
 
 #[path = "support/proc.rs"]
 mod proc_stat;
@@ -24,7 +25,18 @@ fn lane_cpu() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn message(account: AccountId, i: usize) -> NewOutbox {
+/// An id for message `i`: nearly sequential (`m17`), or spread over the whole key space as
+/// a client's or provider's random ids are (a fixed mix of `i`, so runs repeat).
+fn id(prefix: &str, i: u64, random: bool) -> String {
+    if random {
+        let mixed = (i ^ 0x5bd1_e995).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        format!("{prefix}{:016x}", mixed.rotate_left(29))
+    } else {
+        format!("{prefix}{i}")
+    }
+}
+
+fn message(account: AccountId, i: usize, random: bool) -> NewOutbox {
     NewOutbox {
         bridge: BridgeKind::Email,
         account,
@@ -33,7 +45,7 @@ fn message(account: AccountId, i: usize) -> NewOutbox {
             "{{\"body\":\"benchmark message {i}\",\"contact\":\"bob\\\\40example.com@email.localhost\"}}"
         ),
         from_jid: "alice@localhost/bench".into(),
-        stanza_id: Some(format!("m{i}")),
+        stanza_id: Some(id("m", i as u64, random)),
         want_receipt: true,
     }
 }
@@ -48,6 +60,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(32)
         .max(1);
+    let random = std::env::var("BENCH_IDS").is_ok_and(|v| v == "random");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -79,7 +92,7 @@ fn main() {
         let mut i = 0;
         while i < n {
             let msgs: Vec<NewOutbox> = (i..(i + batch).min(n))
-                .map(|k| message(account, k))
+                .map(|k| message(account, k, random))
                 .collect();
             i += msgs.len();
             let rows = store.enqueue_claimed(msgs, 120_000).await.expect("store");
@@ -88,7 +101,7 @@ fn main() {
                 .map(|r| SentRow {
                     id: r.id,
                     account: r.account,
-                    remote_message_id: format!("<{}.ferry@example.com>", r.id),
+                    remote_message_id: format!("<{}@example.com>", id("r", r.id as u64, random)),
                     stanza_id: r.stanza_id,
                     thread: None,
                 })
