@@ -183,14 +183,14 @@ impl Gateway {
                 }
             }
         }
-        let mut delivered = Vec::new();
+        let mut answers = Vec::new();
         let mut sent = Vec::new();
         while let Some(done) = sends.next().await {
             match done {
                 Ok(Attempt::Delivered(d)) => {
                     let Delivered { sent: row, answer } = *d;
                     sent.push(row);
-                    delivered.push(answer);
+                    answers.push(answer);
                 }
                 Ok(Attempt::Retry(at)) => retry_at = Some(retry_at.map_or(at, |r| r.min(at))),
                 Ok(Attempt::Settled) => {}
@@ -200,7 +200,7 @@ impl Gateway {
             }
         }
         drop(sends);
-        if !delivered.is_empty() {
+        if !sent.is_empty() {
             let n = sent.len();
             if let Err(e) = self.store.complete_sent(sent).await {
                 // The rows stay leased and are sent again when the lease ends; the receipt
@@ -213,7 +213,7 @@ impl Gateway {
             self.settled.send_modify(|v| *v += n);
             // Receipts only once the store says the rows are settled.
             self.metrics.messages(self.kind.as_str(), "out", "ok", n);
-            for d in delivered {
+            for d in answers {
                 if d.receipt_now {
                     self.send_receipt(&d.row, &d.contact).await;
                 }
