@@ -6,10 +6,13 @@
 //! in its SQLite outbox, hands it to the bridge and sends the receipt back. The run ends when
 //! every receipt has arrived. CPU is read from /proc for the ferry and Prosody processes
 //! only (the client's own CPU is not counted). Run with `cargo bench --bench e2e`;
-//! `BENCH_MESSAGES` sets N.
+//! `BENCH_MESSAGES` sets N; `BENCH_IDS=random` gives the messages random-looking ids, as
+//! real clients do, instead of `m0`, `m1`, ….
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/ids.rs"]
+mod ids;
 #[path = "support/proc.rs"]
 mod proc_stat;
 
@@ -115,8 +118,10 @@ fn main() {
         let switches0 = context_switches(ferry_pid);
         let (f0, p0, t0) = (cpu_seconds(ferry_pid), cpu_seconds(prosody_pid), Instant::now());
         let mut batch = String::with_capacity(64 * 1024);
+        let random = ids::random_ids();
         for i in 0..n {
-            batch.push_str(&format!("<message type='chat' id='m{i}' to='bob@{GW}'><body>benchmark message {i}</body><request xmlns='urn:xmpp:receipts'/></message>"));
+            let id = ids::id("m", i as u64, random);
+            batch.push_str(&format!("<message type='chat' id='{id}' to='bob@{GW}'><body>benchmark message {i}</body><request xmlns='urn:xmpp:receipts'/></message>"));
             if batch.len() > 32 * 1024 {
                 alice.send(&batch).await;
                 batch.clear();

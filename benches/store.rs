@@ -8,6 +8,8 @@
 //! `BENCH_BATCH=N` messages a batch, default 32; `BENCH_IDS=random` for stanza and foreign
 //! ids spread like real clients' and providers' random ones instead of nearly sequential).
 
+#[path = "support/ids.rs"]
+mod ids;
 #[path = "support/proc.rs"]
 mod proc_stat;
 
@@ -15,6 +17,7 @@ use std::time::Instant;
 
 use ferry::store::{Cipher, NewOutbox, SentRow, Store};
 use ferry_bridge_api::{AccountId, BridgeKind};
+use ids::{id, random_ids};
 use proc_stat::{cpu_by_thread, cpu_seconds};
 
 /// CPU seconds of this process's SQLite lane thread.
@@ -23,17 +26,6 @@ fn lane_cpu() -> f64 {
         .get("ferry-sqlite")
         .copied()
         .unwrap_or(0.0)
-}
-
-/// An id for message `i`: nearly sequential (`m17`), or spread over the whole key space as
-/// a client's or provider's random ids are (a fixed mix of `i`, so runs repeat).
-fn id(prefix: &str, i: u64, random: bool) -> String {
-    if random {
-        let mixed = (i ^ 0x5bd1_e995).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        format!("{prefix}{:016x}", mixed.rotate_left(29))
-    } else {
-        format!("{prefix}{i}")
-    }
 }
 
 fn message(account: AccountId, i: usize, random: bool) -> NewOutbox {
@@ -60,7 +52,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(32)
         .max(1);
-    let random = std::env::var("BENCH_IDS").is_ok_and(|v| v == "random");
+    let random = random_ids();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
