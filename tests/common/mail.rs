@@ -31,7 +31,8 @@
 //!   [`MailServer::start_imap`] tells it to retry at once (`smtpctl schedule all`, run inside
 //!   its mount namespace), so nothing waits for its retry timer.
 //!
-//! Nothing here sleeps to wait: readiness, delivery and shutdown are polled with deadlines.
+//! Nothing here sleeps to wait: readiness, delivery and shutdown are events (a daemon's log
+//! line, a change in the Maildirs, a process's exit), each waited for with a deadline.
 
 use std::fmt;
 use std::fs;
@@ -61,8 +62,12 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 const DROP_GRACE: Duration = Duration::from_secs(2);
 /// How long one SMTP reply may take.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often readiness is checked again while a daemon starts (see `wait_ready`).
-const POLL: Duration = Duration::from_millis(10);
+/// What Dovecot logs once its listeners (IMAP, submission, the LMTP socket) are open.
+const DOVECOT_READY: &str = "starting up";
+/// What OpenSMTPD logs (with `-v`) once its SMTP listener is open; its control socket is
+/// open before that (the control process finishes its setup before the smtp process gets
+/// its configuration).
+const SMTPD_READY: &str = "smtp: will accept at most";
 /// Fresh ports tried when another process takes one between pick and bind.
 const PORT_ATTEMPTS: usize = 5;
 /// The local user that owns the mail (Dovecot) and receives it (OpenSMTPD).
@@ -404,9 +409,7 @@ impl MailServer {
 
     /// Dovecot's log (across restarts).
     pub fn dovecot_log(&self) -> String {
-        let mut log = read_lossy(&self.dir.path().join("dovecot.log"));
-        log.push_str(&read_lossy(&self.dir.path().join("dovecot.stderr")));
-        log
+        read_lossy(&self.dir.path().join("dovecot.log"))
     }
 
     /// OpenSMTPD's log.
@@ -496,7 +499,8 @@ impl MailServer {
 instance_name = {instance}
 base_dir = {base}
 state_dir = {state}
-log_path = {log}
+# To the harness, which copies it to dovecot.log and watches for DOVECOT_READY.
+log_path = /dev/stderr
 protocols = imap lmtp submission
 listen = 127.0.0.1
 hostname = mail.example.test
@@ -562,7 +566,6 @@ submission_relay_port = {smtp}
 "#,
             base = d("dovecot"),
             state = d("state"),
-            log = d("dovecot.log"),
             mail = d("mail"),
             users = d("users"),
             imap = self.imap_port,
@@ -602,7 +605,7 @@ match from any for domain <domains> rcpt-to <recipients> action "dovecot"
             self.smtp_port = free_port();
             self.write_smtpd_conf();
             let script = format!(
-                "mount --bind {spool} /var/spool && mount --bind {run} /run && exec smtpd -d -f {conf}",
+                "mount --bind {spool} /var/spool && mount --bind {run} /run && exec smtpd -d -v -f {conf}",
                 spool = sh_quote(&self.path("spool")),
                 run = sh_quote(&self.path("smtpd-run")),
                 conf = sh_quote(&self.path("smtpd.conf")),
@@ -618,7 +621,7 @@ match from any for domain <domains> rcpt-to <recipients> action "dovecot"
                 &["--mount", "--propagation", "private"],
                 &["sh", "-c", &script],
                 &log,
-                &log,
+                SMTPD_READY,
             );
             let ports = [(self.smtp_port, "OpenSMTPD")];
             match wait_ready(&smtpd, &ports, Some(&control)).await {
@@ -648,8 +651,14 @@ match from any for domain <domains> rcpt-to <recipients> action "dovecot"
         let _ = fs::remove_file(&lmtp);
         let conf = self.dir.path().join("dovecot.conf");
         let conf = conf.to_str().expect("a UTF-8 temp path");
-        let err = self.dir.path().join("dovecot.stderr");
-        let dovecot = Daemon::spawn("Dovecot", &[], &["dovecot", "-F", "-c", conf], &err, &err);
+        let log = self.dir.path().join("dovecot.log");
+        let dovecot = Daemon::spawn(
+            "Dovecot",
+            &[],
+            &["dovecot", "-F", "-c", conf],
+            &log,
+            DOVECOT_READY,
+        );
         let ports = [
             (self.imap_port, "Dovecot"),
             (self.submission_port, "Dovecot"),
@@ -679,51 +688,61 @@ match from any for domain <domains> rcpt-to <recipients> action "dovecot"
     }
 }
 
-/// Waits until `daemon` accepts connections on every port with a greeting containing the
+/// Waits until `daemon` logs that it is ready, then checks that every port greets with the
 /// given word (so a foreign process on a port is not taken for it) and `socket` exists.
-/// `Err` when it exits first or the deadline passes. This is the one wait in the test bed
-/// that polls (every [`POLL`]): no event says that a TCP port has started listening, and
-/// the daemons do not reliably log after they have (OpenSMTPD's control socket and log
-/// lines can all come before its SMTP listener accepts).
+/// `Err` when it exits first, the deadline passes, or a check fails. No event says that a
+/// TCP port has started listening, so the daemon's own log line is the event: each daemon
+/// logs its ready line after its listeners are open (see [`DOVECOT_READY`],
+/// [`SMTPD_READY`]), and a connection made then waits in the listen queue until the daemon
+/// greets it.
 async fn wait_ready(
     daemon: &Daemon,
     ports: &[(u16, &str)],
     socket: Option<&Path>,
 ) -> Result<(), String> {
     let deadline = Instant::now() + START_TIMEOUT;
-    let mut pending: Vec<(u16, &str)> = ports.to_vec();
-    loop {
-        if let Some(status) = daemon.exited() {
-            return Err(format!("{} exited ({status})", daemon.name));
-        }
-        let mut still = Vec::new();
-        for (port, word) in pending {
-            match greeting(port).await {
-                Some(g) if g.contains(word) => {}
-                Some(g) => {
-                    return Err(format!(
-                        "port {port} greets with {g:?}, not {word}'s (taken by another process?)"
-                    ));
-                }
-                None => still.push((port, word)),
+    let mut ready = daemon.ready.subscribe();
+    let mut exited = daemon.exit.done.subscribe();
+    tokio::select! {
+        seen = tokio::time::timeout_at(deadline, ready.wait_for(|r| *r)) => {
+            if !matches!(seen, Ok(Ok(_))) {
+                return Err(format!("{} not ready within {START_TIMEOUT:?}", daemon.name));
             }
         }
-        pending = still;
-        if pending.is_empty() && socket.is_none_or(Path::exists) {
-            return Ok(());
+        _ = exited.wait_for(|d| *d) => {}
+    }
+    if let Some(status) = daemon.exited() {
+        return Err(format!("{} exited ({status})", daemon.name));
+    }
+    for &(port, word) in ports {
+        match greeting(port, deadline).await {
+            Some(g) if g.contains(word) => {}
+            Some(g) => {
+                return Err(format!(
+                    "port {port} greets with {g:?}, not {word}'s (taken by another process?)"
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "{} logged ready but port {port} does not greet",
+                    daemon.name
+                ));
+            }
         }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "{} not ready within {START_TIMEOUT:?} (ports {pending:?}, socket {socket:?})",
-                daemon.name
-            ));
-        }
-        tokio::time::sleep(POLL).await;
+    }
+    match socket {
+        Some(socket) if !socket.exists() => Err(format!(
+            "{} logged ready but {} is missing",
+            daemon.name,
+            socket.display()
+        )),
+        _ => Ok(()),
     }
 }
 
-/// The first line a server sends on `port`, or `None` when nothing accepts or answers soon.
-async fn greeting(port: u16) -> Option<String> {
+/// The first line a server sends on `port`, or `None` when nothing accepts, or nothing is
+/// said by `deadline`.
+async fn greeting(port: u16, deadline: Instant) -> Option<String> {
     let attempt = async {
         let mut s = TcpStream::connect((HOST, port)).await.ok()?;
         let mut buf = vec![0u8; 512];
@@ -738,7 +757,7 @@ async fn greeting(port: u16) -> Option<String> {
         let _ = s.shutdown().await;
         Some(String::from_utf8_lossy(&buf[..got]).trim_end().to_owned())
     };
-    tokio::time::timeout(Duration::from_secs(2), attempt)
+    tokio::time::timeout_at(deadline, attempt)
         .await
         .ok()
         .flatten()
@@ -756,6 +775,8 @@ struct Daemon {
     /// The `unshare` process: leader of the group, and the one whose exit is awaited.
     pid: u32,
     exit: Arc<Exit>,
+    /// Turns true when the daemon logs its ready line.
+    ready: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// The leader's exit, reported by its waiter thread to sync and async waiters alike.
@@ -769,20 +790,22 @@ impl Daemon {
     /// Spawns `program args` as the init of a new PID namespace (see [`Daemon`]); with
     /// `unshare_flags` (e.g. `--mount`) the same `unshare` makes more namespaces. The group
     /// is killed if this test process dies (`setpriv --pdeathsig`, `unshare --kill-child`).
+    /// Its output (stdout and stderr) goes through a pipe to a thread that appends it to
+    /// `log` and reports the first line containing `ready_line`.
     fn spawn(
         name: &'static str,
         unshare_flags: &[&str],
         program: &[&str],
-        stdout: &Path,
-        stderr: &Path,
+        log: &Path,
+        ready_line: &'static str,
     ) -> Daemon {
-        let open = |p: &Path| {
-            fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .unwrap_or_else(|e| panic!("open {}: {e}", p.display()))
-        };
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
+        let (output, input) = std::io::pipe().expect("a pipe for the daemon's output");
+        let input_too = input.try_clone().expect("clone the pipe");
         let mut cmd = Command::new("setpriv");
         cmd.args(["--pdeathsig", "KILL", "--", "unshare"])
             .args(unshare_flags)
@@ -791,12 +814,28 @@ impl Daemon {
         let mut child = cmd
             .process_group(0)
             .stdin(Stdio::null())
-            .stdout(open(stdout))
-            .stderr(open(stderr))
+            .stdout(input)
+            .stderr(input_too)
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot run {name} ({e}); install it with scripts/install-deps.sh")
             });
+        // Only the daemon holds the pipe's writing end now, so the copy below ends when the
+        // daemon's whole namespace is gone.
+        drop(cmd);
+        let ready = Arc::new(tokio::sync::watch::Sender::new(false));
+        let report_ready = Arc::clone(&ready);
+        std::thread::spawn(move || {
+            use std::io::{BufRead as _, Write as _};
+            for line in std::io::BufReader::new(output).split(b'\n') {
+                let Ok(mut line) = line else { break };
+                if !*report_ready.borrow() && String::from_utf8_lossy(&line).contains(ready_line) {
+                    report_ready.send_replace(true);
+                }
+                line.push(b'\n');
+                let _ = file.write_all(&line);
+            }
+        });
         let pid = child.id();
         let exit = Arc::new(Exit {
             status: std::sync::Mutex::new(None),
@@ -811,7 +850,12 @@ impl Daemon {
             report.changed.notify_all();
             report.done.send_replace(true);
         });
-        Daemon { name, pid, exit }
+        Daemon {
+            name,
+            pid,
+            exit,
+            ready,
+        }
     }
 
     /// The process group of the daemon's processes (`unshare` leads it).
