@@ -278,8 +278,9 @@ impl Gateway {
             }
             Err(e) => {
                 tracing::error!(domain = %self.domain, "cannot store {n} outbound message(s): {e}");
+                self.metrics
+                    .messages(self.kind.as_str(), "out", "error", n as u64);
                 for st in &stanzas {
-                    self.metrics.message(self.kind.as_str(), "out", "error");
                     self.reject(
                         st,
                         Condition::InternalServerError,

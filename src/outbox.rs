@@ -85,7 +85,11 @@ impl Gateway {
             let (ready, look) = {
                 let mut handoff = self.lock_handoff();
                 let n = handoff.rows.len().min(PASS_ROWS);
-                let ready = handoff.rows.drain(..n).collect::<Vec<_>>();
+                let ready: Vec<_> = handoff
+                    .rows
+                    .drain(..n)
+                    .map(|(row, payload)| (row, Some(payload)))
+                    .collect();
                 // Handed-over rows go first; the store is looked at once they are done.
                 let look = ready.is_empty() && std::mem::take(&mut handoff.look_in_store);
                 (ready, look)
@@ -105,9 +109,6 @@ impl Gateway {
                 }
             } else {
                 ready
-                    .into_iter()
-                    .map(|(row, payload)| (row, Some(payload)))
-                    .collect()
             };
             let worked = !rows.is_empty();
             if worked {

@@ -9,7 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use ferry::store::{
-    Backend, Cipher, Direction, NewOutbox, OutboxState, SentRow, Store, StoreError, now_ms,
+    Backend, Cipher, Direction, NewOutbox, OutboxRow, OutboxState, SentRow, Store, StoreError,
+    now_ms,
 };
 use ferry_bridge_api::{AccountId, BridgeKind, Credentials};
 use sqlx::{AnyPool, Connection};
@@ -720,6 +721,14 @@ fn message(account: AccountId, recipient: &str, body: &str) -> NewOutbox {
     }
 }
 
+/// The outbox row `id`, which must exist.
+async fn stored(s: &Store, id: i64) -> OutboxRow {
+    s.outbox_row(id)
+        .await
+        .expect("read the row")
+        .unwrap_or_else(|| panic!("outbox row {id} is missing"))
+}
+
 async fn count(raw: &AnyPool, sql: &'static str, id: i64) -> i64 {
     sqlx::query_scalar(sql)
         .bind(id)
@@ -863,11 +872,11 @@ async fn upgrading_keeps_outbox_rows_ids_and_mappings(db: &TestDb) {
         s.migrate().await.expect("upgrade"),
         vec!["0005_lean_indexes".to_owned()]
     );
-    let pending = s.outbox_row(ids[0]).await.expect("row").expect("kept");
+    let pending = stored(&s, ids[0]).await;
     assert_eq!(pending.state, OutboxState::Pending);
     assert_eq!(pending.payload, r#"{"body":"old 0"}"#);
     assert_eq!(pending.stanza_id.as_deref(), Some("old-0"));
-    let sent = s.outbox_row(ids[1]).await.expect("row").expect("kept");
+    let sent = stored(&s, ids[1]).await;
     assert_eq!(sent.state, OutboxState::Sent);
     let fresh = s
         .enqueue(&message(AccountId(account), "carol@example.net", "new"))
@@ -1445,14 +1454,7 @@ async fn sent_rows_are_mappings(db: &TestDb) {
     ])
     .await
     .expect("settle");
-    assert_eq!(
-        s.outbox_row(rows[0].id)
-            .await
-            .expect("row")
-            .expect("present")
-            .state,
-        OutboxState::Sent
-    );
+    assert_eq!(stored(&s, rows[0].id).await.state, OutboxState::Sent);
 
     let out = s
         .remote_for_xmpp(alice, "stanza-one")
@@ -1531,7 +1533,7 @@ async fn large_batches_keep_every_row_apart(db: &TestDb) {
     for (i, (row, msg)) in rows.iter().zip(&msgs).enumerate() {
         let expected_id = first[0].id + 1 + i as i64;
         assert_eq!(row.id, expected_id, "row {i}");
-        let stored = s.outbox_row(row.id).await.expect("row").expect("present");
+        let stored = stored(&s, row.id).await;
         assert_eq!(stored.recipient, msg.recipient, "row {i}");
         assert_eq!(stored.payload, msg.payload, "row {i}");
         assert_eq!(stored.stanza_id, msg.stanza_id, "row {i}");
@@ -1552,7 +1554,7 @@ async fn large_batches_keep_every_row_apart(db: &TestDb) {
         .collect();
     s.complete_sent(sent.clone()).await.expect("settle");
     for (i, d) in sent.iter().enumerate() {
-        let stored = s.outbox_row(d.id).await.expect("row").expect("present");
+        let stored = stored(&s, d.id).await;
         assert_eq!(stored.state, OutboxState::Sent, "row {i}");
         assert_eq!(
             stored.remote_message_id.as_deref(),
@@ -1569,11 +1571,7 @@ async fn large_batches_keep_every_row_apart(db: &TestDb) {
         }
     }
     // The row stored before the batch is untouched.
-    let before = s
-        .outbox_row(first[0].id)
-        .await
-        .expect("row")
-        .expect("present");
+    let before = stored(&s, first[0].id).await;
     assert_eq!(before.state, OutboxState::Pending);
     assert_eq!(before.recipient, "+12015550100");
 }
@@ -1652,7 +1650,7 @@ async fn outbox_lifecycle(db: &TestDb) {
     );
     assert_eq!(s.next_due_at(BridgeKind::Email).await.expect("due"), None);
 
-    let row = s.outbox_row(id1).await.expect("row").expect("present");
+    let row = stored(&s, id1).await;
     assert_eq!(row.state, OutboxState::Pending);
     assert_eq!(row.attempts, 0);
     assert_eq!(row.account, acc);
@@ -1663,7 +1661,7 @@ async fn outbox_lifecycle(db: &TestDb) {
     assert_eq!(row.stanza_id.as_deref(), Some("stanza-one"));
     assert!(row.want_receipt);
     assert_eq!(row.locked_until_ms, 0);
-    let row2 = s.outbox_row(id2).await.expect("row").expect("present");
+    let row2 = stored(&s, id2).await;
     assert!(!row2.want_receipt);
     assert_eq!(row2.stanza_id, None);
 
@@ -1729,7 +1727,7 @@ async fn outbox_lifecycle(db: &TestDb) {
             .await
             .expect("retry")
     );
-    let r1 = s.outbox_row(id1).await.expect("row").expect("present");
+    let r1 = stored(&s, id1).await;
     assert_eq!(r1.locked_until_ms, 0);
     assert_eq!(r1.next_attempt_at_ms, t + 100_000);
     assert_eq!(r1.last_error.as_deref(), Some("provider said 503"));
@@ -1741,11 +1739,11 @@ async fn outbox_lifecycle(db: &TestDb) {
             .await
             .expect("failed")
     );
-    let r2 = s.outbox_row(id2).await.expect("row").expect("present");
+    let r2 = stored(&s, id2).await;
     assert_eq!(r2.state, OutboxState::Sent);
     assert_eq!(r2.remote_message_id.as_deref(), Some("SM-two"));
     assert_eq!(r2.locked_until_ms, 0);
-    let r3 = s.outbox_row(id3).await.expect("row").expect("present");
+    let r3 = stored(&s, id3).await;
     assert_eq!(r3.state, OutboxState::Failed);
     assert_eq!(r3.last_error.as_deref(), Some("not a mobile number"));
     assert_eq!(

@@ -6,12 +6,13 @@
 //! channel, so each statement costs two thread wake-ups, and a message used to cost about
 //! five statements. A lane job runs all its statements for one hand-off. When jobs queue up
 //! (the router storing new messages while the outbox settles sent ones) the thread takes
-//! them all and runs them in one write transaction, each inside its own savepoint: a job
-//! that fails is rolled back alone, and every job hears its outcome only after the commit
-//! (group commit), so nothing is reported stored before it is. The lane shares the file
-//! with sqlx's pool (WAL, the same pragmas and busy timeout), so the two see each other's
-//! commits. PostgreSQL and `sqlite::memory:` stores have no lane (a second connection to an
-//! in-memory database would see another, empty database).
+//! them all and runs them in one write transaction; if one fails, the transaction is rolled
+//! back and each job runs again alone, so a job's failure is never another's. Every job
+//! hears its outcome only after the commit (group commit), so nothing is reported stored
+//! before it is. The lane shares the file with sqlx's pool (WAL, the same pragmas and busy
+//! timeout), so the two see each other's commits. PostgreSQL and `sqlite::memory:` stores
+//! have no lane (a second connection to an in-memory database would see another, empty
+//! database).
 
 use std::sync::Mutex;
 use std::sync::mpsc;
@@ -52,14 +53,18 @@ where
     }
 
     fn finish(self: Box<Self>, failed: Option<StoreError>) {
-        let out = match (failed, self.out) {
+        // The closure goes first: what it captured (a batch's rows, say) is then the
+        // caller's alone again when the caller hears the result.
+        let Call { f, out, done } = *self;
+        drop(f);
+        let out = match (failed, out) {
             // A failed job keeps its own error; the others hear why the commit failed.
             (_, Some(Err(e))) => Err(e),
             (Some(e), _) => Err(e),
             (None, Some(out)) => out,
             (None, None) => Err(StoreError::Closed),
         };
-        let _ = self.done.send(out);
+        let _ = done.send(out);
     }
 }
 

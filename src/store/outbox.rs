@@ -127,9 +127,9 @@ const CLAIM_POSTGRES: &str = concat!(
     columns!()
 );
 
-/// Stores a message as due now: `$8` attempts, leased until `$10` (0 and 0 for a row any
-/// claimer may take, 1 and a lease's end for a row its storer sends itself). Placeholders
-/// appear in their own order, so the lane binds them by position too.
+/// Stores a message as due now, through the pool: `$8` attempts, leased until `$10` (0 and
+/// 0 for a row any claimer may take, 1 and a lease's end for a row its storer sends
+/// itself). The lane stores with [`LANE_SQL`] instead.
 const INSERT: &str = "INSERT INTO outbox (bridge, account_id, recipient, payload, from_jid,
         stanza_id, want_receipt, state, attempts, next_attempt_at_ms, locked_until_ms,
         created_at_ms, updated_at_ms)
@@ -403,7 +403,8 @@ impl Store {
         let until = now.saturating_add(lease_ms.max(0));
         let msgs = Arc::new(msgs);
         let ids = self.insert_batch(&msgs, now, 1, until).await?;
-        // The lane has let go of its handle by now, or is about to: copy only if not.
+        // The lane's job dropped its handle before answering, so this takes the rows back
+        // without a copy (it copies only if that ever changes).
         let msgs = Arc::try_unwrap(msgs).unwrap_or_else(|shared| shared.as_ref().clone());
         Ok(msgs
             .into_iter()
