@@ -178,8 +178,6 @@ pub async fn start(
             shutdown: shutdown_rx.clone(),
             counters: Arc::new(metrics.clone()),
         };
-        let serving = Arc::clone(&spec.bridge);
-        tasks.spawn(async move { serving.serve(hub).await });
         // Each time the link comes (back) up, tell users how the gateway is doing.
         let watcher = Arc::clone(&gw);
         let mut up = link.connected.clone();
@@ -190,7 +188,12 @@ pub async fn start(
                 }
             }
         });
+        // Sessions first: the relay drops events of accounts that have no session, and a
+        // bridge may hand over what it kept (texts received while ferry was down) as soon
+        // as it serves.
         let n = gw.start_all_sessions().await?;
+        let serving = Arc::clone(&spec.bridge);
+        tasks.spawn(async move { serving.serve(hub).await });
         tracing::info!(domain = %spec.domain, bridge = %kind, "gateway started with {n} registered user(s)");
         gateways.push(gw);
     }

@@ -312,3 +312,60 @@ async fn ferry_comes_back_after_prosody_restarts() {
         .expect("a clean stop");
     drop(prosody);
 }
+
+/// What a bridge hands over the moment it starts serving (texts kept while ferry was down)
+/// reaches a registered user: every registered user's session exists before any bridge
+/// serves, so the relay does not drop the event as one for an unknown session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_a_bridge_hands_over_at_start_reach_registered_users() {
+    let prosody = Prosody::start(&[(GW, SECRET)], &[("alice", "alice")]).await;
+    let mut alice = client::login(prosody.c2s_port, "alice", "alice", "test").await;
+    alice.send_presence().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = Config::from_str_at(
+        &format!(
+            "[xmpp]\nhost = \"127.0.0.1\"\nport = {}\nallowed = [\"alice@localhost\"]\n[rss]\ndomain = \"{GW}\"\nsecret = \"{SECRET}\"\n",
+            prosody.component_port
+        ),
+        dir.path(),
+    )
+    .expect("config");
+    let store = Store::open(&cfg.database.url, Cipher::from_key([3; 32]))
+        .await
+        .expect("store");
+    store.migrate().await.expect("migrate");
+    let account = store
+        .upsert_account(BridgeKind::Rss, "alice@localhost", &Default::default())
+        .await
+        .expect("registered before start");
+    let fake = FakeBridge::new(BridgeKind::Rss, true);
+    fake.emit_at_serve(
+        account,
+        ferry_bridge_api::RemoteEvent::Message(ferry_bridge_api::InboundMessage {
+            from: Some(ferry_bridge_api::RemoteId("carol".into())),
+            remote_message_id: "kept-1".into(),
+            body: "kept while ferry was down".into(),
+            ..Default::default()
+        }),
+    );
+    let ferry = app::start(
+        &cfg,
+        store,
+        vec![BridgeSpec {
+            domain: GW.into(),
+            secret: SECRET.into(),
+            bridge: Arc::new(fake.clone()),
+        }],
+    )
+    .await
+    .expect("ferry starts");
+    let from = format!("carol@{GW}");
+    let msg = alice
+        .recv(Duration::from_secs(20), |e| {
+            e.name == "message" && e.attr("from").is_some_and(|f| f.starts_with(&from))
+        })
+        .await;
+    assert_eq!(client::body(&msg), "kept while ferry was down");
+    ferry.shutdown();
+    let _ = ferry.wait().await;
+}

@@ -13,7 +13,8 @@ use async_trait::async_trait;
 
 use crate::{
     AccountId, Bridge, BridgeError, BridgeKind, Credentials, ErrorKind, EventSink, Form, FormField,
-    FormValues, Outbound, ParsedAddress, RemoteEvent, RemoteId, SendReceipt, Session, Shutdown,
+    FormValues, Hub, Outbound, ParsedAddress, RemoteEvent, RemoteId, SendReceipt, Session,
+    Shutdown,
 };
 
 /// What the fake has seen, shared between the bridge, its sessions and the test.
@@ -27,6 +28,9 @@ struct State {
     sinks: HashMap<AccountId, EventSink>,
     /// Accounts that logged in, in order.
     logins: Vec<(AccountId, String)>,
+    /// Events `serve` emits through the hub as soon as it starts, like kept texts that a
+    /// bridge hands over at start-up.
+    at_serve: Vec<(AccountId, RemoteEvent)>,
 }
 
 /// A bridge that talks to nothing. Clone it to keep a handle for the test.
@@ -111,6 +115,12 @@ impl FakeBridge {
         }
     }
 
+    /// Queues an event that [`Bridge::serve`] emits through the hub as soon as the gateway
+    /// starts serving, before any session of the account may have logged in.
+    pub fn emit_at_serve(&self, account: AccountId, event: RemoteEvent) {
+        self.lock().at_serve.push((account, event));
+    }
+
     /// Pushes an event as if it came from upstream for `account`.
     pub async fn inject(&self, account: AccountId, event: RemoteEvent) -> Result<(), BridgeError> {
         let sink = self.lock().sinks.get(&account).cloned();
@@ -137,6 +147,15 @@ impl Bridge for FakeBridge {
 
     fn display_name(&self) -> String {
         format!("Fake {} gateway", self.kind)
+    }
+
+    async fn serve(&self, hub: Hub) {
+        let events = std::mem::take(&mut self.lock().at_serve);
+        for ev in events {
+            if hub.events.send(ev).await.is_err() {
+                return;
+            }
+        }
     }
 
     fn gateway_prompt(&self) -> (String, String) {
