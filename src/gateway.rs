@@ -579,12 +579,22 @@ impl Gateway {
             Ok(i) => i,
             Err(cond) => {
                 if st.typ == "subscribe" {
-                    self.send(stanza::presence(
-                        st.to.as_str(),
-                        &jid::bare(&st.from),
-                        Some("unsubscribed"),
-                    ))
-                    .await;
+                    let user = jid::bare(&st.from);
+                    if self.bridge.subscriptions().is_some() {
+                        // Following is what the user asked for: say why it cannot be.
+                        let why = format!(
+                            "{local} is not an address this gateway can follow ({})",
+                            cond.as_str()
+                        );
+                        self.refuse_follow(&user, st.to.as_str(), &why).await;
+                    } else {
+                        self.send(stanza::presence(
+                            st.to.as_str(),
+                            &user,
+                            Some("unsubscribed"),
+                        ))
+                        .await;
+                    }
                 }
                 tracing::debug!("presence for unknown contact {local}: {}", cond.as_str());
                 return;
@@ -665,6 +675,9 @@ impl Gateway {
                 p.push(Element::text_child("show", NS_COMPONENT, "xa"));
                 p.push(Element::text_child("status", NS_COMPONENT, text));
             }
+            // A gateway that needs no registration (RSS) works for every allowed user,
+            // whether or not they have used it yet.
+            None if !self.bridge.requires_registration() => {}
             None => {
                 p.set_attr("type", "unavailable");
             }
@@ -688,7 +701,7 @@ impl Gateway {
                 }
             }
             "probe" | "available" => {
-                if registered {
+                if registered || !self.bridge.requires_registration() {
                     self.send(self.gateway_presence(&user)).await;
                 } else if st.typ == "probe" {
                     self.send(stanza::presence(&self.domain, &user, Some("unavailable")))

@@ -422,3 +422,34 @@ async fn subscribe_receive_and_unsubscribe_through_prosody() {
         "{metrics}"
     );
 }
+
+/// The RSS gateway needs no registration: it is online for a user who never used it, and
+/// a subscription to an address that names no feed is refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unregistered_users_see_the_gateway_online_and_hear_why_an_address_fails() {
+    let bed = bed().await;
+    let mut alice = login(&bed).await;
+
+    alice
+        .send(&format!("<presence type='subscribe' to='{GW}'/>"))
+        .await;
+    let p = alice
+        .recv(WAIT, |e| {
+            e.name == "presence"
+                && e.attr("from") == Some(GW)
+                && e.attr("type") != Some("subscribed")
+                && e.attr("type") != Some("subscribe")
+        })
+        .await;
+    assert_eq!(p.attr("type"), None, "the gateway is online: {p}");
+
+    let bad = format!("nodots@{GW}");
+    alice
+        .send(&format!("<presence type='subscribe' to='{bad}'/>"))
+        .await;
+    let why = alice.recv(WAIT, |e| is_msg_from(e, GW)).await;
+    assert!(
+        body(&why).contains(&format!("Cannot subscribe to {bad}")),
+        "{why}"
+    );
+}
