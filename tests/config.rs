@@ -185,6 +185,15 @@ fn defaults_apply() {
 }
 
 #[test]
+fn a_short_default_interval_lowers_the_unset_floor() {
+    let text = format!("{MINIMAL_RSS}default_interval = \"2s\"\n");
+    let (_dir, result) = load_text(&text);
+    let rss = result.expect("only default_interval set").rss.expect("rss");
+    assert_eq!(rss.default_interval, Duration::from_secs(2));
+    assert_eq!(rss.min_interval, Duration::from_secs(2));
+}
+
+#[test]
 fn many_problems_are_all_reported_with_their_keys() {
     let errors = problems(
         r#"

@@ -638,10 +638,19 @@ fn read_rss(ctx: &mut Ctx, mut t: Table) -> Option<RssConfig> {
         .validate(ctx, at_least_1s)
         .or(Duration::from_secs(60 * 60));
     let min_interval_key = t.key("min_interval");
+    // Left out, the floor is 5 minutes, or the default interval when that is shorter (a
+    // test bed that polls every second should not have to lower both).
     let min_interval = t
         .duration(ctx, "min_interval")
         .validate(ctx, at_least_1s)
-        .or(Duration::from_secs(5 * 60));
+        .optional()
+        .map(|given| {
+            given.unwrap_or_else(|| {
+                default_interval.map_or(Duration::from_secs(5 * 60), |d| {
+                    d.min(Duration::from_secs(5 * 60))
+                })
+            })
+        });
     let initial_entries = t.int(ctx, "initial_entries", 0u32, u32::MAX).or(3);
     let delivery = t
         .word(ctx, "delivery")
