@@ -210,8 +210,13 @@ pub async fn start(
                 addr: h.listen,
                 source,
             })?;
-            let router =
-                crate::http::router(gateways.clone(), metrics.clone(), store.clone(), routes);
+            let router = crate::http::router(
+                gateways.clone(),
+                metrics.clone(),
+                store.clone(),
+                routes,
+                h.public_url.as_deref(),
+            );
             let mut stop = shutdown_rx.clone();
             tasks.spawn(async move {
                 let serve = axum::serve(listener, router).with_graceful_shutdown(async move {

@@ -26,6 +26,7 @@ pub fn router(
     metrics: Metrics,
     store: Store,
     bridge_routes: Vec<Router>,
+    public_url: Option<&str>,
 ) -> Router {
     let mut r = Router::new()
         .route("/healthz", get(healthz))
@@ -39,7 +40,22 @@ pub fn router(
     for b in bridge_routes {
         r = r.merge(b);
     }
-    r
+    // A `public_url` with a path (`https://example.org/ferry`) is served there as well as
+    // at the root: behind a proxy that passes the path on, and behind one that strips it.
+    match public_url.and_then(url_path) {
+        Some(prefix) => r.clone().nest(prefix, r),
+        None => r,
+    }
+}
+
+/// The path of a `public_url` without its trailing slash, if it has one beyond `/`.
+fn url_path(public_url: &str) -> Option<&str> {
+    let after_scheme = public_url
+        .split_once("://")
+        .map_or(public_url, |(_, rest)| rest);
+    let path = &after_scheme[after_scheme.find('/')?..];
+    let path = path.trim_end_matches('/');
+    (!path.is_empty()).then_some(path)
 }
 
 /// 200 when every bridge's component link is up and no bridge reports a gateway-wide

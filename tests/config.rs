@@ -194,6 +194,15 @@ fn a_short_default_interval_lowers_the_unset_floor() {
 }
 
 #[test]
+fn http_listen_takes_a_host_name() {
+    let text = format!("[http]\nlisten = \"localhost:8080\"\n{MINIMAL_RSS}");
+    let (_dir, result) = load_text(&text);
+    let http = result.expect("localhost:8080").http.expect("[http]");
+    assert!(http.listen.ip().is_loopback(), "{}", http.listen);
+    assert_eq!(http.listen.port(), 8080);
+}
+
+#[test]
 fn many_problems_are_all_reported_with_their_keys() {
     let errors = problems(
         r#"

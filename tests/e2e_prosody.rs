@@ -32,7 +32,7 @@ async fn bed() -> Bed {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = Config::from_str_at(
         &format!(
-            "[xmpp]\nhost = \"127.0.0.1\"\nport = {}\nallowed = [\"alice@localhost\"]\nadmins = [\"alice@localhost\"]\n[http]\nlisten = \"127.0.0.1:0\"\n[rss]\ndomain = \"{GW}\"\nsecret = \"{SECRET}\"\n",
+            "[xmpp]\nhost = \"127.0.0.1\"\nport = {}\nallowed = [\"alice@localhost\"]\nadmins = [\"alice@localhost\"]\n[http]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://gw.example/ferry/\"\n[rss]\ndomain = \"{GW}\"\nsecret = \"{SECRET}\"\n",
             prosody.component_port
         ),
         dir.path(),
@@ -198,6 +198,11 @@ async fn discover_register_prompt_and_message_with_receipt() {
     // Health and metrics.
     let (status, body) = bed.http_get("/healthz").await;
     assert_eq!(status, 200, "{body}");
+    // Also under public_url's path, for a proxy that passes it on.
+    let (status, body) = bed.http_get("/ferry/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = bed.http_get("/elsewhere/healthz").await;
+    assert_eq!(status, 404);
     let (status, body) = bed.http_get("/metrics").await;
     assert_eq!(status, 200);
     assert!(

@@ -178,11 +178,7 @@ pub(super) fn resolve_database_url(url: &str, base_dir: &Path) -> Result<String,
 fn read_http(ctx: &mut Ctx, mut t: Table) -> Option<HttpConfig> {
     let listen = t
         .word(ctx, "listen")
-        .validate(ctx, |s| {
-            s.parse::<SocketAddr>().map_err(|_| {
-                format!("invalid address {s:?}: expected ip:port, e.g. \"127.0.0.1:8080\"")
-            })
-        })
+        .validate(ctx, |s| listen_addr(&s))
         .required(ctx);
     let public_url = t
         .word(ctx, "public_url")
@@ -193,6 +189,26 @@ fn read_http(ctx: &mut Ctx, mut t: Table) -> Option<HttpConfig> {
         listen: listen?,
         public_url: public_url?,
     })
+}
+
+/// An `[http] listen` address: `ip:port`, or `host:port` for a name the system resolves
+/// (such as `localhost:8080`; its first address is taken).
+fn listen_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bad =
+        || format!("invalid address {s:?}: expected ip:port or host:port, e.g. \"127.0.0.1:8080\"");
+    if !s
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    {
+        return Err(bad());
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(s)
+        .map_err(|e| format!("cannot resolve {s:?}: {e}"))?
+        .next()
+        .ok_or_else(bad)
 }
 
 /// Checks an `http://` / `https://` URL with a host.
