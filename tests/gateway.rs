@@ -419,9 +419,9 @@ async fn commands_by_ad_hoc_and_by_chat() {
         .expect("command");
     assert_eq!(cmd.attr("status"), Some("completed"));
 
-    // A non-admin asking for stats gets an error; an admin gets numbers.
+    // A non-admin asking for stats is refused; an admin gets numbers.
     let r = h.iq("<iq type='set' id='x2' from='alice@example.org/r' to='gw.example.org'><command xmlns='http://jabber.org/protocol/commands' node='stats' action='execute'/></iq>").await;
-    assert_eq!(condition(&r).as_deref(), Some("item-not-found"));
+    assert_eq!(condition(&r).as_deref(), Some("forbidden"));
     h.recv("<message type='chat' from='boss@example.org/r' to='gw.example.org' id='c1'><body>stats</body></message>").await;
     let m = h.next_where(|e| e.name == "message").await;
     let body = m.child_text("body", NS_COMPONENT).unwrap_or_default();
@@ -449,4 +449,168 @@ async fn contact_answers_disco_vcard_and_presence() {
         .await;
     let p = h.next_where(|e| e.name == "presence").await;
     assert_eq!(p.attr("type"), Some("subscribed"));
+}
+
+/// The nodes of the commands list as `from` sees it.
+async fn command_nodes(h: &mut Harness, from: &str, id: &str) -> Vec<String> {
+    let r = h.iq(&format!("<iq type='get' id='{id}' from='{from}' to='gw.example.org'><query xmlns='http://jabber.org/protocol/disco#items' node='http://jabber.org/protocol/commands'/></iq>")).await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    r.child("query", "http://jabber.org/protocol/disco#items")
+        .map(|q| {
+            q.elements()
+                .filter_map(|i| i.attr("node").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn register_directly(h: &Harness, jid: &str) {
+    h.gw.store
+        .upsert_account(BridgeKind::Rss, jid, &Default::default())
+        .await
+        .expect("store");
+}
+
+/// The body of the next chat message from the bare gateway JID to `to`.
+async fn gateway_says_to(h: &mut Harness, to: &str) -> String {
+    let m = h
+        .next_where(|e| {
+            e.name == "message" && e.attr("from") == Some(DOMAIN) && e.attr("to") == Some(to)
+        })
+        .await;
+    assert_eq!(m.attr("type"), Some("chat"), "{m}");
+    m.child_text("body", NS_COMPONENT).expect("body")
+}
+
+#[tokio::test]
+async fn announce_by_ad_hoc_reaches_every_registered_user() {
+    let mut h = harness(false).await;
+    register_directly(&h, "alice@example.org").await;
+    register_directly(&h, "carol@example.org").await;
+    assert!(
+        command_nodes(&mut h, "boss@example.org/r", "l1")
+            .await
+            .contains(&"announce".to_owned())
+    );
+
+    // Executing it first asks for the text, in a multi-line field.
+    let r = h.iq("<iq type='set' id='a1' from='boss@example.org/r' to='gw.example.org'><command xmlns='http://jabber.org/protocol/commands' node='announce' action='execute'/></iq>").await;
+    let cmd = r
+        .child("command", "http://jabber.org/protocol/commands")
+        .expect("command");
+    assert_eq!(cmd.attr("status"), Some("executing"), "{r}");
+    let session = cmd.attr("sessionid").expect("sessionid").to_owned();
+    let field = cmd
+        .child("x", "jabber:x:data")
+        .and_then(|x| x.elements().find(|f| f.attr("var") == Some("text")))
+        .expect("text field");
+    assert_eq!(field.attr("type"), Some("text-multi"), "{field}");
+
+    // A text-multi value comes as one <value/> per line.
+    let r = h.iq(&format!("<iq type='set' id='a2' from='boss@example.org/r' to='gw.example.org'><command xmlns='http://jabber.org/protocol/commands' node='announce' sessionid='{session}'><x xmlns='jabber:x:data' type='submit'><field var='text'><value>Maintenance tonight.</value><value>Back by 02:00.</value></field></x></command></iq>")).await;
+    let cmd = r
+        .child("command", "http://jabber.org/protocol/commands")
+        .expect("command");
+    assert_eq!(cmd.attr("status"), Some("completed"), "{r}");
+    assert_eq!(
+        cmd.child_text("note", "http://jabber.org/protocol/commands")
+            .as_deref(),
+        Some("announced to 2 user(s)")
+    );
+    for user in ["alice@example.org", "carol@example.org"] {
+        assert_eq!(
+            gateway_says_to(&mut h, user).await,
+            "Maintenance tonight.\nBack by 02:00."
+        );
+    }
+    // The admin is not registered, so gets nothing but the answer.
+    h.nothing_more().await;
+}
+
+#[tokio::test]
+async fn announce_by_chat_reaches_every_registered_user() {
+    let mut h = harness(false).await;
+    register_directly(&h, "alice@example.org").await;
+    register_directly(&h, "boss@example.org").await;
+    h.recv("<message type='chat' from='boss@example.org/desk' to='gw.example.org' id='c1'><body>announce New feeds are polled hourly.</body></message>").await;
+    // The admin's own resource hears the count; both registered users (the admin among
+    // them) get the text at their bare JID.
+    assert_eq!(
+        gateway_says_to(&mut h, "boss@example.org/desk").await,
+        "announced to 2 user(s)"
+    );
+    for user in ["alice@example.org", "boss@example.org"] {
+        assert_eq!(
+            gateway_says_to(&mut h, user).await,
+            "New feeds are polled hourly."
+        );
+    }
+    h.nothing_more().await;
+
+    // Nothing to announce sends nothing.
+    h.recv("<message type='chat' from='boss@example.org/desk' to='gw.example.org' id='c2'><body>announce   </body></message>").await;
+    let reply = gateway_says_to(&mut h, "boss@example.org/desk").await;
+    assert!(reply.contains("nothing to announce"), "{reply}");
+    h.nothing_more().await;
+}
+
+#[tokio::test]
+async fn admin_commands_are_hidden_from_non_admins_and_forbidden_to_them() {
+    let mut h = harness(false).await;
+    register_directly(&h, "carol@example.org").await;
+    let admin = command_nodes(&mut h, "boss@example.org/r", "l1").await;
+    let user = command_nodes(&mut h, "alice@example.org/r", "l2").await;
+    for node in ["stats", "users", "announce"] {
+        assert!(admin.contains(&node.to_owned()), "admins see {node}");
+        assert!(!user.contains(&node.to_owned()), "users do not see {node}");
+    }
+    let r = h.iq("<iq type='get' id='i1' from='alice@example.org/r' to='gw.example.org'><query xmlns='http://jabber.org/protocol/disco#info' node='announce'/></iq>").await;
+    assert_eq!(condition(&r).as_deref(), Some("item-not-found"));
+
+    // Running one anyway is forbidden (an auth error), not item-not-found.
+    for node in ["stats", "users", "announce"] {
+        let r = h.iq(&format!("<iq type='set' id='x-{node}' from='alice@example.org/r' to='gw.example.org'><command xmlns='http://jabber.org/protocol/commands' node='{node}' action='execute'/></iq>")).await;
+        assert_eq!(condition(&r).as_deref(), Some("forbidden"), "{node}: {r}");
+        assert_eq!(
+            r.child("error", NS_COMPONENT).and_then(|e| e.attr("type")),
+            Some("auth"),
+            "{r}"
+        );
+    }
+    // Even with the form filled in, nothing is announced.
+    let r = h.iq("<iq type='set' id='x-form' from='alice@example.org/r' to='gw.example.org'><command xmlns='http://jabber.org/protocol/commands' node='announce'><x xmlns='jabber:x:data' type='submit'><field var='text'><value>hi all</value></field></x></command></iq>").await;
+    assert_eq!(condition(&r).as_deref(), Some("forbidden"), "{r}");
+    // A command that does not exist is still item-not-found.
+    let r = h.iq("<iq type='set' id='x-none' from='alice@example.org/r' to='gw.example.org'><command xmlns='http://jabber.org/protocol/commands' node='frobnicate' action='execute'/></iq>").await;
+    assert_eq!(condition(&r).as_deref(), Some("item-not-found"), "{r}");
+
+    // By chat the refusal is a plain-text answer, and nobody hears the announcement.
+    h.recv("<message type='chat' from='alice@example.org/r' to='gw.example.org' id='c1'><body>announce hi all</body></message>").await;
+    let reply = gateway_says_to(&mut h, "alice@example.org/r").await;
+    assert!(reply.contains("for admins only"), "{reply}");
+    h.recv("<message type='chat' from='alice@example.org/r' to='gw.example.org' id='c2'><body>frobnicate</body></message>").await;
+    let reply = gateway_says_to(&mut h, "alice@example.org/r").await;
+    assert!(reply.contains("unknown command"), "{reply}");
+    h.nothing_more().await;
+}
+
+#[tokio::test]
+async fn registration_required_is_an_auth_error() {
+    let mut h = harness(true).await;
+    h.recv("<message from='alice@example.org/r' to='bob@gw.example.org' id='early'><body>hi</body></message>").await;
+    let m = h.next_where(|e| e.name == "message").await;
+    assert_eq!(condition(&m).as_deref(), Some("registration-required"));
+    assert_eq!(
+        m.child("error", NS_COMPONENT).and_then(|e| e.attr("type")),
+        Some("auth"),
+        "{m}"
+    );
+    // Unregistering without a registration says the same.
+    let r = h.iq("<iq type='set' id='rm' from='alice@example.org/r' to='gw.example.org'><query xmlns='jabber:iq:register'><remove/></query></iq>").await;
+    assert_eq!(condition(&r).as_deref(), Some("registration-required"));
+    assert_eq!(
+        r.child("error", NS_COMPONENT).and_then(|e| e.attr("type")),
+        Some("auth"),
+        "{r}"
+    );
 }

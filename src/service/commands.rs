@@ -10,7 +10,7 @@ use super::Reply;
 use crate::gateway::Gateway;
 use crate::jid;
 use crate::stanza::{self, Condition, Stanza, form, ns};
-use crate::xml::{Element, NS_COMPONENT};
+use crate::xml::{Element, NS_COMPONENT, Node};
 
 /// A command's ad-hoc node, name, and who may see it.
 #[derive(Clone, Copy, Debug)]
@@ -23,6 +23,8 @@ pub struct Command {
     pub follows: bool,
     /// The form field (var, label) its argument comes in, as an ad-hoc command.
     pub field: Option<(&'static str, &'static str)>,
+    /// The field takes several lines (`text-multi`) rather than one.
+    pub multi_line: bool,
     /// Run by the bridge ([`ferry_bridge_api::Bridge::run_command`]), not the core.
     pub from_bridge: bool,
 }
@@ -40,6 +42,7 @@ const fn basic(
         admin_only,
         follows: false,
         field: None,
+        multi_line: false,
         from_bridge: false,
     }
 }
@@ -57,6 +60,7 @@ const fn follow(
         admin_only: false,
         follows: true,
         field,
+        multi_line: false,
         from_bridge: false,
     }
 }
@@ -102,6 +106,16 @@ pub const COMMANDS: &[Command] = &[
         true,
     ),
     basic("users", "Users", "registered users (admins)", true),
+    Command {
+        field: Some(("text", "Announcement")),
+        multi_line: true,
+        ..basic(
+            "announce",
+            "Announce",
+            "announce TEXT — send TEXT to every registered user (admins)",
+            true,
+        )
+    },
 ];
 
 /// The commands this stanza's sender may see: none for strangers.
@@ -119,6 +133,7 @@ pub fn visible(gw: &Gateway, st: &Stanza) -> Vec<Command> {
         admin_only: c.admin_only,
         follows: false,
         field: c.field,
+        multi_line: false,
         from_bridge: true,
     });
     COMMANDS
@@ -130,6 +145,19 @@ pub fn visible(gw: &Gateway, st: &Stanza) -> Vec<Command> {
         .collect()
 }
 
+/// Whether `node` names a command only admins may run (one of ours or the bridge's). A
+/// non-admin does not see it, but running it is `forbidden` (XEP-0050's condition for a
+/// requester not allowed to execute a command), not the `item-not-found` of a command that
+/// does not exist.
+fn admin_only(gw: &Gateway, node: &str) -> bool {
+    COMMANDS.iter().any(|c| c.admin_only && c.node == node)
+        || gw
+            .bridge
+            .commands()
+            .iter()
+            .any(|c| c.admin_only && c.node == node)
+}
+
 impl Gateway {
     /// Runs a command by name for the sender; the text answer.
     pub async fn run_command(
@@ -138,15 +166,19 @@ impl Gateway {
         name: &str,
         args: &str,
     ) -> Result<String, Reply> {
-        let cmd = visible(self, st)
-            .into_iter()
-            .find(|c| c.node == name)
-            .ok_or_else(|| {
+        let Some(cmd) = visible(self, st).into_iter().find(|c| c.node == name) else {
+            return Err(if admin_only(self, name) {
+                (
+                    Condition::Forbidden,
+                    Some(format!("'{name}' is for admins only")),
+                )
+            } else {
                 (
                     Condition::ItemNotFound,
                     Some(format!("unknown command '{name}'; try 'help'")),
                 )
-            })?;
+            });
+        };
         let user = jid::bare(&st.from);
         let mut out = String::new();
         match cmd.node {
@@ -223,6 +255,28 @@ impl Gateway {
                     let _ = writeln!(out, "  {}", a.jid);
                 }
             }
+            "announce" => {
+                let text = args.trim();
+                if text.is_empty() {
+                    return Err((
+                        Condition::BadRequest,
+                        Some("nothing to announce; try 'announce TEXT'".into()),
+                    ));
+                }
+                let accounts = self.store.accounts(self.kind).await.map_err(store_err)?;
+                // A `chat` message from the bare gateway JID, like every other word the
+                // gateway says to its users: clients show it in the conversation with
+                // the gateway (where the user can answer with a command), and servers keep
+                // it offline (XEP-0160) and in the archive (XEP-0313) for users who are
+                // not online. A `headline` would be neither stored nor, in many clients,
+                // shown outside a notification, so an offline user would never see it.
+                for a in &accounts {
+                    self.send(stanza::message(&self.domain, &a.jid, "chat", text))
+                        .await;
+                }
+                tracing::info!(domain = %self.domain, admin = %user, users = accounts.len(), "announcement sent");
+                let _ = writeln!(out, "announced to {} user(s)", accounts.len());
+            }
             _ if cmd.follows => return self.follow_command(&user, cmd.node, args).await,
             _ if cmd.from_bridge => {
                 let admin = self.access.is_admin(&user);
@@ -277,6 +331,18 @@ impl Gateway {
                         instructions: known.map(|c| c.help).unwrap_or_default().to_owned(),
                         fields: vec![ferry_bridge_api::FormField::text(var, label, true, None)],
                     };
+                    let mut x = form::to_element(&form, None);
+                    if known.is_some_and(|c| c.multi_line) {
+                        // The bridge API's form has no multi-line kind; the core's own
+                        // commands mark the field here.
+                        for n in &mut x.children {
+                            if let Node::Element(f) = n
+                                && f.attr("var") == Some(var)
+                            {
+                                f.set_attr("type", "text-multi");
+                            }
+                        }
+                    }
                     return Ok(Some(
                         Element::new("command", ns::COMMANDS)
                             .with_attr("node", node)
@@ -287,7 +353,7 @@ impl Gateway {
                                     .with_attr("execute", "complete")
                                     .with_child(Element::new("complete", ns::COMMANDS)),
                             )
-                            .with_child(form::to_element(&form, None)),
+                            .with_child(x),
                     ));
                 }
             }

@@ -195,19 +195,29 @@ impl Condition {
         }
     }
 
-    /// The error `type` RFC 6120 §8.3.3 suggests for the condition.
+    /// The error `type` RFC 6120 §8.3.3 gives for the condition. Every condition is named,
+    /// so a new one has to be given its type.
     pub fn error_type(self) -> &'static str {
         match self {
-            Condition::BadRequest
-            | Condition::JidMalformed
-            | Condition::NotAcceptable
-            | Condition::RegistrationRequired => "modify",
-            Condition::Forbidden | Condition::NotAuthorized => "auth",
+            Condition::BadRequest | Condition::JidMalformed | Condition::NotAcceptable => "modify",
+            Condition::Forbidden | Condition::NotAuthorized | Condition::RegistrationRequired => {
+                "auth"
+            }
+            // RFC 6120 §8.3.3.5 gives `cancel`; ferry answers `internal-server-error` only
+            // when its store fails, which is transient (the database is busy, restarting,
+            // or out of connections), so `wait` tells the client that trying again later
+            // may work.
             Condition::InternalServerError
             | Condition::RecipientUnavailable
             | Condition::RemoteServerTimeout
             | Condition::ResourceConstraint => "wait",
-            _ => "cancel",
+            Condition::Conflict
+            | Condition::FeatureNotImplemented
+            | Condition::ItemNotFound
+            | Condition::NotAllowed
+            | Condition::RemoteServerNotFound
+            | Condition::ServiceUnavailable
+            | Condition::UndefinedCondition => "cancel",
         }
     }
 }
@@ -386,6 +396,34 @@ mod tests {
         assert!(e.error_reply(Condition::Forbidden, None).is_none());
         let r = stanza("<iq from='a@b/c' to='gw.b' type='result' id='1'/>");
         assert!(r.error_reply(Condition::Forbidden, None).is_none());
+    }
+
+    #[test]
+    fn error_types_follow_rfc_6120() {
+        use Condition as C;
+        let expected = [
+            (C::BadRequest, "modify"),
+            (C::Conflict, "cancel"),
+            (C::FeatureNotImplemented, "cancel"),
+            (C::Forbidden, "auth"),
+            // RFC 6120 says `cancel`; ferry's are transient store failures (see error_type).
+            (C::InternalServerError, "wait"),
+            (C::ItemNotFound, "cancel"),
+            (C::JidMalformed, "modify"),
+            (C::NotAcceptable, "modify"),
+            (C::NotAllowed, "cancel"),
+            (C::NotAuthorized, "auth"),
+            (C::RecipientUnavailable, "wait"),
+            (C::RegistrationRequired, "auth"),
+            (C::RemoteServerNotFound, "cancel"),
+            (C::RemoteServerTimeout, "wait"),
+            (C::ResourceConstraint, "wait"),
+            (C::ServiceUnavailable, "cancel"),
+            (C::UndefinedCondition, "cancel"),
+        ];
+        for (c, typ) in expected {
+            assert_eq!(c.error_type(), typ, "{}", c.as_str());
+        }
     }
 
     #[test]
