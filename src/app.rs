@@ -63,7 +63,11 @@ pub struct Running {
     /// Where `[http]` listens, when configured (the real port if it was 0).
     pub http_addr: Option<SocketAddr>,
     shutdown: Arc<watch::Sender<bool>>,
+    /// Closes the component streams; set only once the outbox workers have finished.
+    close_links: watch::Sender<bool>,
     links: JoinSet<Result<(), LinkError>>,
+    /// The outbox workers, which finish their in-flight sends after shutdown.
+    outboxes: JoinSet<()>,
     tasks: JoinSet<()>,
 }
 
@@ -79,21 +83,39 @@ impl Running {
     }
 
     /// Waits until shutdown was asked for and everything stopped, or a link failed for good.
+    ///
+    /// The order keeps every message: the outbox workers finish their in-flight sends
+    /// while the streams are still open, so their receipts and errors go out; then the
+    /// streams close, and what the server still delivers meanwhile is stored by the
+    /// routers (and sent on the next start); then everything else stops.
     pub async fn wait(mut self) -> Result<(), AppError> {
         let mut result = Ok(());
-        while let Some(r) = self.links.join_next().await {
-            if let Ok(Err(e)) = r {
-                self.shutdown.send_replace(true);
-                result = Err(AppError::Link(e));
+        let mut stop = self.shutdown.subscribe();
+        // A link ends before its stream is closed only when it failed for good.
+        tokio::select! {
+            _ = stop.wait_for(|v| *v) => {}
+            Some(r) = self.links.join_next() => {
+                if let Ok(Err(e)) = r {
+                    result = Err(AppError::Link(e));
+                }
             }
         }
         self.shutdown.send_replace(true);
-        // Outbox workers finish in-flight sends before they notice shutdown.
+        let within = std::time::Duration::from_secs(30);
+        let sends = async { while self.outboxes.join_next().await.is_some() {} };
+        if tokio::time::timeout(within, sends).await.is_err() {
+            tracing::warn!("some sends did not finish within 30s; they are sent again at start");
+        }
+        self.close_links.send_replace(true);
+        while let Some(r) = self.links.join_next().await {
+            if let Ok(Err(e)) = r
+                && result.is_ok()
+            {
+                result = Err(AppError::Link(e));
+            }
+        }
         let drain = async { while self.tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(std::time::Duration::from_secs(30), drain)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(within, drain).await.is_err() {
             tracing::warn!("some tasks did not stop within 30s");
         }
         self.store.close().await;
@@ -124,7 +146,9 @@ pub async fn start(
     }
     let metrics = Metrics::default();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (close_links, close_links_rx) = watch::channel(false);
     let mut links = JoinSet::new();
+    let mut outboxes = JoinSet::new();
     let mut tasks = JoinSet::new();
     let mut gateways = Vec::new();
     let mut routes = Vec::new();
@@ -141,7 +165,7 @@ pub async fn start(
         );
         metrics.set_connected(kind.as_str(), false);
         let (link, handle) =
-            component::spawn(link_cfg, in_tx, metrics.clone(), shutdown_rx.clone());
+            component::spawn(link_cfg, in_tx, metrics.clone(), close_links_rx.clone());
         links.spawn(async move {
             match handle.await {
                 Ok(r) => r,
@@ -171,7 +195,7 @@ pub async fn start(
             routes.push(r);
         }
         tasks.spawn(Arc::clone(&gw).run_router(in_rx));
-        tasks.spawn(Arc::clone(&gw).run_outbox());
+        outboxes.spawn(Arc::clone(&gw).run_outbox());
         tasks.spawn(Arc::clone(&gw).run_relay(ev_rx));
         let hub = ferry_bridge_api::Hub {
             events: gw.events.clone(),
@@ -242,7 +266,9 @@ pub async fn start(
         metrics,
         http_addr,
         shutdown: Arc::new(shutdown_tx),
+        close_links,
         links,
+        outboxes,
         tasks,
     })
 }

@@ -374,3 +374,49 @@ async fn events_a_bridge_hands_over_at_start_reach_registered_users() {
     ferry.shutdown();
     let _ = ferry.wait().await;
 }
+
+/// A graceful stop finishes the sends in flight while the stream is still open, so their
+/// receipts reach the user before ferry closes its streams (SPEC §1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_delivers_the_receipts_of_sends_in_flight() {
+    let bed = bed().await;
+    let mut alice = bed.login("alice").await;
+    let r = alice
+        .iq(&format!(
+            "<iq type='set' id='r1' to='{GW}'>{}</iq>",
+            REGISTER_FORM.replace("PASSWORD", "pw")
+        ))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let contact = format!("slow.bob@{GW}");
+    alice
+        .send(&format!("<message type='chat' id='late-1' to='{contact}'><body>sent while stopping</body><request xmlns='urn:xmpp:receipts'/></message>"))
+        .await;
+    assert!(
+        bed.fake.wait_begun(1, Duration::from_secs(10)).await,
+        "the send began"
+    );
+    let Bed {
+        ferry,
+        prosody,
+        fake,
+        ..
+    } = bed;
+    ferry.shutdown();
+    let receipt = alice
+        .recv(Duration::from_secs(10), |e| {
+            e.child("received", "urn:xmpp:receipts").is_some()
+        })
+        .await;
+    assert_eq!(receipt.attr("from"), Some(contact.as_str()));
+    assert!(
+        fake.sent()
+            .iter()
+            .any(|(_, to, _)| to.as_str() == "slow.bob")
+    );
+    tokio::time::timeout(Duration::from_secs(10), ferry.wait())
+        .await
+        .expect("ferry stops within 10 s")
+        .expect("a clean stop");
+    drop(prosody);
+}

@@ -318,11 +318,23 @@ async fn connect_once(
                 if *shutdown.borrow() {
                     let _ = stop_tx.send(Some("</stream:stream>".to_owned()));
                     let rx = finish_writer(writer_task).await;
-                    // Give the server a moment to close its side; don't wait forever.
+                    // Give the server a moment to close its side; don't wait forever. What
+                    // it still delivers goes to the router, which stores messages (they
+                    // are sent on the next start) for as long as this link holds its
+                    // sender: nothing read is thrown away.
                     let _ = timeout(Duration::from_secs(2), async {
-                        while let Ok(StreamEvent::Stanza(_) | StreamEvent::Open(_)) =
-                            reader.next().await
-                        {}
+                        loop {
+                            match reader.next().await {
+                                Ok(StreamEvent::Stanza(e)) => {
+                                    metrics.stanza(cfg.bridge, "in");
+                                    if inbound.send(e).await.is_err() {
+                                        break;
+                                    }
+                                }
+                                Ok(StreamEvent::Open(_)) => {}
+                                _ => break,
+                            }
+                        }
                     }).await;
                     tracing::info!(domain = %cfg.domain, "component link closed");
                     return (Ended::Shutdown, rx);

@@ -3,7 +3,9 @@
 //!
 //! Addresses are lowercase words of `a-z0-9.+-`. Sending to an address that starts with
 //! `reject` fails permanently (recipient unavailable); one that starts with `flaky` fails
-//! transiently on its first two attempts; every other send succeeds and is recorded.
+//! transiently on its first two attempts; one that starts with `slow` is counted as begun
+//! ([`FakeBridge::wait_begun`]) and takes half a second before it succeeds, like a slow
+//! upstream; every other send succeeds and is recorded.
 //! Registering with the password `wrong` is refused with `NotAuthorized`.
 
 use std::collections::HashMap;
@@ -28,6 +30,8 @@ struct State {
     sinks: HashMap<AccountId, EventSink>,
     /// Accounts that logged in, in order.
     logins: Vec<(AccountId, String)>,
+    /// Sends to `slow…` addresses begun so far.
+    begun: usize,
     /// Events `serve` emits through the hub as soon as it starts, like kept texts that a
     /// bridge hands over at start-up.
     at_serve: Vec<(AccountId, RemoteEvent)>,
@@ -97,6 +101,20 @@ impl FakeBridge {
             }
             if tokio::time::timeout_at(until, notified).await.is_err() {
                 return pred(&self.lock().sent);
+            }
+        }
+    }
+
+    /// Waits until `n` sends to `slow…` addresses have begun, or the deadline passes.
+    pub async fn wait_begun(&self, n: usize, deadline: std::time::Duration) -> bool {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let notified = self.notify.notified();
+            if self.lock().begun >= n {
+                return true;
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return self.lock().begun >= n;
             }
         }
     }
@@ -270,6 +288,11 @@ impl Session for FakeSession {
                 delivered: true,
                 notice: None,
             });
+        }
+        if to.0.starts_with("slow") {
+            self.bridge.lock().begun += 1;
+            self.bridge.notify.notify_waiters();
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
         let result = {
             let mut state = self.bridge.lock();
