@@ -18,7 +18,7 @@ use ferry::config::Config;
 )]
 struct Cli {
     /// The config file [default: $FERRY_CONFIG, then ./ferry.toml]
-    #[arg(long, global = true, env = "FERRY_CONFIG")]
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -59,9 +59,15 @@ enum FeedsAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // An empty FERRY_CONFIG counts as unset, as shells and service files often leave it.
     let path = cli
         .config
         .clone()
+        .or_else(|| {
+            std::env::var_os("FERRY_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
         .unwrap_or_else(|| PathBuf::from("ferry.toml"));
     let cfg = match Config::load(&path) {
         Ok(c) => c,
