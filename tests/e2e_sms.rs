@@ -11,18 +11,25 @@ mod common;
 #[allow(dead_code)]
 mod prism;
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
 use common::client::{self, Client, body, condition, error_text};
 use common::prosody::Prosody;
 use ferry::app::Running;
+use ferry::component::Outgoing;
 use ferry::config::Config;
-use ferry::xml::Element;
-use ferry_bridge_api::BridgeKind;
+use ferry::gateway::Gateway;
+use ferry::metrics::Metrics;
+use ferry::store::{Cipher, Store};
+use ferry::xml::{Element, NS_COMPONENT, NS_STANZA_ERRORS, parse_element};
+use ferry_bridge_api::{Bridge, BridgeKind, FormValues};
+use ferry_sms::SmsBridge;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
+use tokio::sync::{Notify, mpsc, watch};
 
 const GW: &str = "sms.localhost";
 const SECRET: &str = "sms-secret";
@@ -493,6 +500,55 @@ async fn register_send_receive_and_reports_through_prosody_and_prism() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_texts_stops_at_the_quota() {
+    let bed = bed(3).await;
+    let mut alice = bed.login("alice").await;
+    let r = register(&mut alice, "ra", ALICE_NUMBER).await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+
+    // Five texts in one write, none waiting for the one before: ferry's router admits each
+    // and stores those that reach it together in one transaction afterwards.
+    let friend = contact(FRIEND);
+    let burst: String = (1..=5)
+        .map(|i| {
+            format!(
+                "<message type='chat' id='burst-{i}' to='{friend}'><body>text {i}</body></message>"
+            )
+        })
+        .collect();
+    alice.send(&burst).await;
+    let pong = alice
+        .iq(&format!(
+            "<iq type='get' id='barrier' to='{GW}'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ))
+        .await;
+    assert_eq!(pong.attr("type"), Some("result"), "{pong}");
+
+    // Exactly the quota went through; the rest got the quota's error.
+    let mut stored = Vec::new();
+    for i in 1..=5 {
+        let id = format!("burst-{i}");
+        if bed
+            .ferry
+            .store
+            .outbox_by_stanza(&id)
+            .await
+            .expect("store")
+            .is_some()
+        {
+            stored.push(i);
+            continue;
+        }
+        let e = alice
+            .recv(WAIT, |e| e.attr("id") == Some(id.as_str()))
+            .await;
+        assert_eq!(condition(&e).as_deref(), Some("resource-constraint"), "{e}");
+        assert!(error_text(&e).contains("daily quota of 3 texts"), "{e}");
+    }
+    assert_eq!(stored, [1, 2, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_copies_of_one_webhook_make_one_message() {
     let bed = bed(0).await;
     let mut alice = bed.login("alice").await;
@@ -572,9 +628,9 @@ async fn admins_assign_and_free_numbers() {
     );
     assert!(list.contains("+12015550101 via tw: free"), "{list}");
 
-    // Not for users: the command is not even listed for them.
+    // Not for users: refused, and not even listed for them.
     let refused = command(&mut bob, "assign +12015550101 bob@localhost").await;
-    assert!(refused.contains("unknown command"), "{refused}");
+    assert!(refused.contains("for admins only"), "{refused}");
     assert!(!command(&mut bob, "help").await.contains("assign"));
     assert!(
         command(&mut admin, "help")
@@ -623,4 +679,226 @@ async fn admins_assign_and_free_numbers() {
             .await
             .contains("+12015550101 via tw: free")
     );
+}
+
+// Below, the real SMS bridge without an XMPP server or a provider: a gateway whose router
+// reads stanzas from a channel, over an in-memory store.
+
+const LOCAL_GW: &str = "sms.example.org";
+const FREE_1: &str = "+12015550101";
+const FREE_2: &str = "+12015550102";
+
+fn local_config(quota: u32) -> Config {
+    // Nothing listens on port 9: the bridge is never asked to reach a provider here.
+    Config::from_str_at(
+        &format!(
+            r#"[xmpp]
+allowed = ["example.org"]
+admins = ["admin@example.org"]
+[http]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:9"
+[sms]
+domain = "{LOCAL_GW}"
+secret = "s"
+default_region = "US"
+quota_per_day = {quota}
+[[sms.provider]]
+name = "tw"
+kind = "twilio"
+account_sid = "{SID}"
+auth_token = "{TOKEN}"
+api_base = "http://127.0.0.1:9"
+[[sms.number]]
+number = "{ALICE_NUMBER}"
+provider = "tw"
+owner = "alice@example.org"
+[[sms.number]]
+number = "{FREE_1}"
+provider = "tw"
+[[sms.number]]
+number = "{FREE_2}"
+provider = "tw"
+"#
+        ),
+        std::path::Path::new("/tmp"),
+    )
+    .expect("config")
+}
+
+async fn memory_store() -> Store {
+    let store = Store::open("sqlite::memory:", Cipher::from_key([7; 32]))
+        .await
+        .expect("store");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+fn local_bridge(cfg: &Config, store: &Store) -> Arc<SmsBridge> {
+    Arc::new(ferry::bridges::sms(cfg, cfg.sms.as_ref().expect("[sms]"), store).expect("bridge"))
+}
+
+/// Registers `user` with `number` through the bridge and keeps the account, as the core
+/// does.
+async fn local_register(bridge: &SmsBridge, store: &Store, user: &str, number: &str) {
+    let values = FormValues::from([("number".to_owned(), number.to_owned())]);
+    let creds = bridge
+        .register(user, &values)
+        .await
+        .unwrap_or_else(|e| panic!("{user} cannot register {number}: {e}"));
+    store
+        .upsert_account(BridgeKind::Sms, user, &creds)
+        .await
+        .expect("account");
+}
+
+struct Local {
+    gw: Arc<Gateway>,
+    out: mpsc::Receiver<Element>,
+    _shutdown: watch::Sender<bool>,
+    _connected: watch::Sender<bool>,
+}
+
+fn local_gateway(cfg: &Config, store: &Store, bridge: Arc<SmsBridge>) -> Local {
+    let (out, rx) = Outgoing::channel(1024);
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let (conn_tx, connected) = watch::channel(true);
+    let (events, _) = mpsc::channel(64);
+    let gw = Arc::new(Gateway {
+        kind: BridgeKind::Sms,
+        domain: LOCAL_GW.into(),
+        bridge,
+        store: store.clone(),
+        out,
+        access: cfg.xmpp.clone(),
+        metrics: Metrics::default(),
+        sessions: Mutex::default(),
+        outbox_wake: Notify::new(),
+        outbox_handoff: Default::default(),
+        events,
+        shutdown,
+        started: Instant::now(),
+        connected,
+        settled: watch::Sender::new(0),
+        caches: Default::default(),
+    });
+    Local {
+        gw,
+        out: rx,
+        _shutdown: shutdown_tx,
+        _connected: conn_tx,
+    }
+}
+
+impl Local {
+    /// Texts `prefix-1` … `prefix-n` from `user`, all waiting for the router before it
+    /// looks at the first, as when they arrive in one read; returns once the router has
+    /// handled them all (and stored those it admitted), with the ids of those refused and
+    /// their errors.
+    async fn burst(&mut self, user: &str, prefix: &str, n: usize) -> Vec<(String, Element)> {
+        let (tx, rx) = mpsc::channel(1024);
+        for i in 1..=n {
+            let xml = format!(
+                "<message type='chat' id='{prefix}-{i}' from='{user}/phone' to='{FRIEND}@{LOCAL_GW}'><body>text {i}</body></message>"
+            );
+            tx.send(parse_element(&xml, NS_COMPONENT).expect("test xml"))
+                .await
+                .expect("router channel");
+        }
+        drop(tx);
+        // The router ends when its channel does, after storing the batch.
+        Arc::clone(&self.gw).run_router(rx).await;
+        let mut refused = Vec::new();
+        while let Ok(e) = self.out.try_recv() {
+            let id = e.attr("id").unwrap_or_default().to_owned();
+            refused.push((id, e));
+        }
+        refused
+    }
+
+    async fn stored(&self, id: &str) -> bool {
+        self.gw
+            .store
+            .outbox_by_stanza(id)
+            .await
+            .expect("store")
+            .is_some()
+    }
+}
+
+fn local_condition(e: &Element) -> Option<String> {
+    e.child("error", NS_COMPONENT)?
+        .elements()
+        .find(|c| c.ns == NS_STANZA_ERRORS && c.name != "text")
+        .map(|c| c.name.clone())
+}
+
+#[tokio::test]
+async fn texts_admitted_together_count_against_the_quota_before_they_are_stored() {
+    let cfg = local_config(3);
+    let store = memory_store().await;
+    let bridge = local_bridge(&cfg, &store);
+    local_register(&bridge, &store, "alice@example.org", ALICE_NUMBER).await;
+    local_register(&bridge, &store, "bob@example.org", FREE_1).await;
+    let mut l = local_gateway(&cfg, &store, bridge);
+
+    // Five at once with a quota of 3: the first three are admitted and stored in one
+    // group commit, the other two are refused although none of the five was stored
+    // when they were admitted.
+    let refused = l.burst("alice@example.org", "a", 5).await;
+    let ids: Vec<&str> = refused.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["a-4", "a-5"], "{refused:?}");
+    for (_, e) in &refused {
+        assert_eq!(
+            local_condition(e).as_deref(),
+            Some("resource-constraint"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("daily quota of 3 texts"), "{e}");
+    }
+    for id in ["a-1", "a-2", "a-3"] {
+        assert!(l.stored(id).await, "{id} was not stored");
+    }
+    for id in ["a-4", "a-5"] {
+        assert!(!l.stored(id).await, "{id} was stored");
+    }
+    // The quota is spent, stored rows and all.
+    let refused = l.burst("alice@example.org", "a2", 1).await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+
+    // Once stored, admitted texts count once: two, then two more, leave room for one.
+    assert!(l.burst("bob@example.org", "b", 2).await.is_empty());
+    let refused = l.burst("bob@example.org", "b2", 2).await;
+    let ids: Vec<&str> = refused.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["b2-2"], "{refused:?}");
+    assert!(l.stored("b2-1").await);
+}
+
+#[tokio::test]
+async fn concurrent_admissions_of_one_account_stop_at_the_quota() {
+    let cfg = local_config(4);
+    let store = memory_store().await;
+    let bridge = local_bridge(&cfg, &store);
+    local_register(&bridge, &store, "alice@example.org", ALICE_NUMBER).await;
+    let alice = store
+        .account(BridgeKind::Sms, "alice@example.org")
+        .await
+        .expect("store")
+        .expect("account")
+        .id;
+    // Nothing is stored in between: every admission but the quota's is refused.
+    let to = ferry_bridge_api::RemoteId(FRIEND.to_owned());
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let (bridge, to) = (Arc::clone(&bridge), to.clone());
+        tasks.spawn(async move { bridge.admit(alice, &to).await });
+    }
+    let mut admitted = 0;
+    while let Some(r) = tasks.join_next().await {
+        match r.expect("task") {
+            Ok(()) => admitted += 1,
+            Err(e) => assert_eq!(e.kind, ferry_bridge_api::ErrorKind::ResourceConstraint),
+        }
+    }
+    assert_eq!(admitted, 4);
 }

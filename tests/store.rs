@@ -362,7 +362,7 @@ async fn email_store_lifecycle(db: &TestDb) {
 }
 
 async fn sms_store_lifecycle(db: &TestDb) {
-    use ferry_sms::store::{ClaimOutcome, NewInbound, NewPart, SmsStore};
+    use ferry_sms::store::{ClaimOutcome, NewInbound, NewPart, SmsStore, TextCounts};
     let s = db.migrated().await;
     let creds = Credentials::from([("number".to_owned(), "+12015550100".to_owned())]);
     let alice = s
@@ -479,8 +479,13 @@ async fn sms_store_lifecycle(db: &TestDb) {
         Some("abc")
     );
 
-    // The quota counts the account's recent outbox rows.
-    assert_eq!(s.texts_since(alice, 0).await.expect("count"), 0);
+    // The quota counts the account's recent outbox rows, and those since a mark.
+    let counts = |since: i64, since_mark: i64| TextCounts { since, since_mark };
+    assert_eq!(
+        s.texts_since(alice, 0, i64::MAX).await.expect("count"),
+        counts(0, 0)
+    );
+    let before = now_ms();
     let row = NewOutbox {
         bridge: BridgeKind::Sms,
         account: alice,
@@ -491,12 +496,25 @@ async fn sms_store_lifecycle(db: &TestDb) {
         want_receipt: true,
     };
     let id = s.enqueue(&row).await.expect("enqueue");
-    assert_eq!(s.texts_since(alice, 0).await.expect("count"), 1);
     assert_eq!(
-        s.texts_since(alice, now_ms() + 60_000)
+        s.texts_since(alice, 0, i64::MAX).await.expect("count"),
+        counts(1, 0)
+    );
+    assert_eq!(
+        s.texts_since(alice, 0, before).await.expect("count"),
+        counts(1, 1)
+    );
+    assert_eq!(
+        s.texts_since(alice, now_ms() + 60_000, 0)
             .await
             .expect("count"),
-        0
+        counts(0, 0)
+    );
+    assert_eq!(
+        s.texts_since(AccountId(alice.0 + 1_000), 0, 0)
+            .await
+            .expect("count"),
+        counts(0, 0)
     );
     // A report can name ferry's own reference before the provider's id is settled.
     assert_eq!(

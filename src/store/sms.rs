@@ -4,7 +4,9 @@
 
 use async_trait::async_trait;
 use ferry_bridge_api::{AccountId, BridgeError};
-use ferry_sms::store::{Claim, ClaimOutcome, NewInbound, NewPart, PendingInbound, SmsStore};
+use ferry_sms::store::{
+    Claim, ClaimOutcome, NewInbound, NewPart, PendingInbound, SmsStore, TextCounts,
+};
 use rand::RngCore;
 use sqlx::Row;
 
@@ -244,17 +246,27 @@ impl SmsStore for Store {
         Ok(row.is_some())
     }
 
-    async fn texts_since(&self, account: AccountId, since_ms: i64) -> Result<i64, BridgeError> {
+    async fn texts_since(
+        &self,
+        account: AccountId,
+        since_ms: i64,
+        mark_ms: i64,
+    ) -> Result<TextCounts, BridgeError> {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM outbox
+            "SELECT COUNT(*) AS n, COUNT(CASE WHEN created_at_ms >= $3 THEN 1 END) AS m
+             FROM outbox
              WHERE account_id = $1 AND bridge = 'sms' AND created_at_ms >= $2",
         )
         .bind(account.0)
         .bind(since_ms)
+        .bind(mark_ms)
         .fetch_one(&self.pool)
         .await
         .map_err(db)?;
-        row.try_get::<i64, _>("n").map_err(db)
+        Ok(TextCounts {
+            since: row.try_get::<i64, _>("n").map_err(db)?,
+            since_mark: row.try_get::<i64, _>("m").map_err(db)?,
+        })
     }
 
     async fn accept_inbound(&self, t: &NewInbound) -> Result<bool, BridgeError> {

@@ -14,7 +14,7 @@ pub mod session;
 pub mod store;
 pub mod webhook;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::number::Number;
 use crate::provider::{Context, Provider, ProviderConfig};
-use crate::store::{ClaimOutcome, SmsStore};
+use crate::store::{ClaimOutcome, SmsStore, TextCounts};
 
 /// Words that stop texts from a gateway number to the sender (any case), and that start
 /// them again.
@@ -76,6 +76,66 @@ pub(crate) struct Inner {
     pub(crate) hub: OnceLock<Hub>,
     /// The number each logged-in account sends from.
     pub(crate) accounts: Mutex<HashMap<AccountId, Number>>,
+    /// Per account, the texts admitted against the quota that the store may not show yet.
+    quota: Mutex<HashMap<AccountId, Arc<tokio::sync::Mutex<Reservations>>>>,
+}
+
+/// How long a text admitted by [`Bridge::admit`] may take to appear in the outbox before
+/// its reservation is dropped. The core stores what it admitted within moments (its group
+/// commit writes a batch as soon as no more messages are waiting); a text that is refused
+/// after it was admitted (its batch could not be stored) never appears, and holds its
+/// place in the quota this long.
+const RESERVATION_MS: i64 = 10 * 60_000;
+
+/// The quota's window: a rolling day.
+const QUOTA_WINDOW_MS: i64 = 24 * 3_600_000;
+
+/// One account's texts admitted for sending in the last [`RESERVATION_MS`], by the time
+/// they were admitted, oldest first.
+///
+/// The core admits a message and stores it later, together with the messages after it
+/// (group commit), so counting the outbox alone lets a burst past the quota. The count
+/// that `admit` compares with the quota is therefore the outbox's rows in the window plus
+/// the reserved texts whose rows are not there yet. Which ones those are follows from the
+/// outbox too: every outbox row of an account was admitted here first and is stored after
+/// it was admitted (its `created_at_ms` is not earlier), in the order of admission, so the
+/// rows since the oldest reservation are reserved texts that have arrived, and the
+/// reservations beyond their number are still on their way. A restart forgets the
+/// reservations but not the rows already stored.
+#[derive(Debug, Default)]
+struct Reservations {
+    admitted_at: VecDeque<i64>,
+}
+
+impl Reservations {
+    /// Forgets reservations older than [`RESERVATION_MS`] at `now`.
+    fn expire(&mut self, now: i64) {
+        while self
+            .admitted_at
+            .front()
+            .is_some_and(|&t| t < now - RESERVATION_MS)
+        {
+            self.admitted_at.pop_front();
+        }
+    }
+
+    /// From when the outbox's rows may be reserved texts (`i64::MAX`: none are).
+    fn mark(&self) -> i64 {
+        self.admitted_at.front().copied().unwrap_or(i64::MAX)
+    }
+
+    /// The texts that count against the quota, given the outbox's counts since the
+    /// window's start and since [`Reservations::mark`].
+    fn used(&self, stored: TextCounts) -> i64 {
+        let on_their_way = (self.admitted_at.len() as i64 - stored.since_mark).max(0);
+        stored.since + on_their_way
+    }
+
+    /// Reserves a text admitted at `now` (kept in order should the clock step back).
+    fn reserve(&mut self, now: i64) {
+        let last = self.admitted_at.back().copied().unwrap_or(i64::MIN);
+        self.admitted_at.push_back(now.max(last));
+    }
 }
 
 /// Whether each provider answered its last call, and a way to watch for changes.
@@ -182,6 +242,7 @@ impl SmsBridge {
                 wake: Notify::new(),
                 hub: OnceLock::new(),
                 accounts: Mutex::default(),
+                quota: Mutex::default(),
             }),
         })
     }
@@ -195,6 +256,17 @@ impl Inner {
             .iter()
             .filter(|n| n.owner.as_deref().is_none_or(|o| o == user))
             .collect()
+    }
+
+    /// The quota reservations of `account`.
+    fn reservations(&self, account: AccountId) -> Arc<tokio::sync::Mutex<Reservations>> {
+        Arc::clone(
+            self.quota
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(account)
+                .or_default(),
+        )
     }
 
     fn entry(&self, number: &str) -> Option<&NumberEntry> {
@@ -393,14 +465,25 @@ impl Bridge for SmsBridge {
 
     async fn admit(&self, account: AccountId, to: &RemoteId) -> Result<(), BridgeError> {
         let quota = self.inner.settings.quota_per_day;
+        // The account's reservations stay locked until this text is reserved, so that
+        // concurrent admissions for one account count one after the other.
+        let mut reserved = None;
         if quota > 0 {
-            let since = now_ms() - 24 * 3_600_000;
-            if self.inner.store.texts_since(account, since).await? >= i64::from(quota) {
+            let mut r = self.inner.reservations(account).lock_owned().await;
+            let now = now_ms();
+            r.expire(now);
+            let stored = self
+                .inner
+                .store
+                .texts_since(account, now - QUOTA_WINDOW_MS, r.mark())
+                .await?;
+            if r.used(stored) >= i64::from(quota) {
                 return Err(BridgeError::new(
                     ErrorKind::ResourceConstraint,
                     format!("daily quota of {quota} texts reached; try again later"),
                 ));
             }
+            reserved = Some((r, now));
         }
         let from = self
             .inner
@@ -417,6 +500,9 @@ impl Bridge for SmsBridge {
                 .await?
         {
             return Err(opted_out());
+        }
+        if let Some((mut r, now)) = reserved {
+            r.reserve(now);
         }
         Ok(())
     }
@@ -521,4 +607,45 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(since: i64, since_mark: i64) -> TextCounts {
+        TextCounts { since, since_mark }
+    }
+
+    #[test]
+    fn reservations_count_until_their_rows_are_stored() {
+        let mut r = Reservations::default();
+        assert_eq!(r.mark(), i64::MAX);
+        assert_eq!(r.used(stored(5, 0)), 5);
+        r.reserve(1_000);
+        r.reserve(1_001);
+        assert_eq!(r.mark(), 1_000);
+        // Neither row is stored yet: both count beside the 5 older ones.
+        assert_eq!(r.used(stored(5, 0)), 7);
+        // The first is stored: it counts once.
+        assert_eq!(r.used(stored(6, 1)), 7);
+        // Both are.
+        assert_eq!(r.used(stored(7, 2)), 7);
+    }
+
+    #[test]
+    fn reservations_expire_and_stay_in_order() {
+        let mut r = Reservations::default();
+        r.reserve(1_000);
+        r.reserve(900); // the clock stepped back
+        assert_eq!(r.admitted_at, [1_000, 1_000]);
+        r.reserve(5_000);
+        r.expire(1_000 + RESERVATION_MS);
+        assert_eq!(r.admitted_at.len(), 3);
+        r.expire(1_001 + RESERVATION_MS);
+        assert_eq!(r.admitted_at, [5_000]);
+        assert_eq!(r.mark(), 5_000);
+        r.expire(5_001 + RESERVATION_MS);
+        assert_eq!(r.mark(), i64::MAX);
+    }
 }

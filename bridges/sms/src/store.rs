@@ -22,6 +22,15 @@ pub enum ClaimOutcome {
     TakenBy(String),
 }
 
+/// How many texts an account handed to the gateway (outbox rows), for the quota.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TextCounts {
+    /// Since the start of the quota's window.
+    pub since: i64,
+    /// Since the mark (the oldest text admitted that may not have been stored yet).
+    pub since_mark: i64,
+}
+
 /// An inbound text, as accepted from a webhook.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewInbound {
@@ -84,8 +93,14 @@ pub trait SmsStore: Send + Sync {
 
     async fn opted_out(&self, number: &str, remote: &str) -> Result<bool, BridgeError>;
 
-    /// Texts `account` handed to the gateway since `since_ms` (the quota's window).
-    async fn texts_since(&self, account: AccountId, since_ms: i64) -> Result<i64, BridgeError>;
+    /// Texts `account` handed to the gateway since `since_ms` (the quota's window), and how
+    /// many of them since `mark_ms`, read in one statement so that the two agree.
+    async fn texts_since(
+        &self,
+        account: AccountId,
+        since_ms: i64,
+        mark_ms: i64,
+    ) -> Result<TextCounts, BridgeError>;
 
     /// Keeps an inbound text; false when the provider's id was taken before (a repeated
     /// webhook). Of any number of concurrent calls with one id, exactly one returns true.
