@@ -25,7 +25,7 @@ use ferry::gateway::Gateway;
 use ferry::metrics::Metrics;
 use ferry::store::{Cipher, Store};
 use ferry::xml::{Element, NS_COMPONENT, NS_STANZA_ERRORS, parse_element};
-use ferry_bridge_api::{Bridge, BridgeKind, FormValues};
+use ferry_bridge_api::{Bridge, BridgeKind, FormValues, Hub};
 use ferry_sms::SmsBridge;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
@@ -648,13 +648,24 @@ async fn admins_assign_and_free_numbers() {
             .await
             .contains("+12015550101 via tw: bob@localhost")
     );
+    // The number is bob's now: only his registration form offers it.
+    let mut alice = bed.login("alice").await;
+    let form_of = |c: &'static str| {
+        format!("<iq type='get' id='form-{c}' to='{GW}'><query xmlns='jabber:iq:register'/></iq>")
+    };
+    let form = client::client_xml(&alice.iq(&form_of("a1")).await);
+    assert!(
+        form.contains(ALICE_NUMBER) && !form.contains("+12015550101"),
+        "{form}"
+    );
+    let form = client::client_xml(&bob.iq(&form_of("b1")).await);
+    assert!(form.contains("+12015550101"), "{form}");
     let r = command(&mut admin, "assign +12015550177 bob@localhost").await;
     assert!(r.contains("is not one of this gateway's numbers"), "{r}");
 
     // Bob registers with the number assigned to him; a stranger's claim on it is refused.
     let r = register(&mut bob, "rb", "+12015550101").await;
     assert_eq!(r.attr("type"), Some("result"), "{r}");
-    let mut alice = bed.login("alice").await;
     let r = register(&mut alice, "ra", "+12015550101").await;
     assert_eq!(condition(&r).as_deref(), Some("not-acceptable"), "{r}");
     assert!(error_text(&r).contains("already taken"), "{r}");
@@ -667,6 +678,8 @@ async fn admins_assign_and_free_numbers() {
         command(&mut admin, "free +12015550101").await,
         "+12015550101 was not held by anyone"
     );
+    let form = client::client_xml(&alice.iq(&form_of("a2")).await);
+    assert!(form.contains("+12015550101"), "{form}");
     // Unregistering frees a number too.
     let r = register(&mut alice, "ra2", "+12015550101").await;
     assert_eq!(r.attr("type"), Some("result"), "{r}");
@@ -750,6 +763,17 @@ async fn local_register(bridge: &SmsBridge, store: &Store, user: &str, number: &
         .upsert_account(BridgeKind::Sms, user, &creds)
         .await
         .expect("account");
+}
+
+/// The numbers the registration form offers `user`.
+fn offered(bridge: &SmsBridge, user: &str) -> Vec<String> {
+    let form = bridge.registration_form(user);
+    let field = form
+        .fields
+        .iter()
+        .find(|f| f.var == "number")
+        .expect("a number field");
+    field.options.iter().map(|(_, v)| v.clone()).collect()
 }
 
 struct Local {
@@ -901,4 +925,83 @@ async fn concurrent_admissions_of_one_account_stop_at_the_quota() {
         }
     }
     assert_eq!(admitted, 4);
+}
+
+#[tokio::test]
+async fn the_form_offers_only_numbers_nobody_else_holds() {
+    let cfg = local_config(0);
+    let store = memory_store().await;
+    // Held before this start: carol by an admin's assignment.
+    ferry_sms::store::SmsStore::assign_number(&store, FREE_2, "carol@example.org")
+        .await
+        .expect("assign");
+    let bridge = local_bridge(&cfg, &store);
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let (events, _events) = mpsc::channel(64);
+    let hub = Hub {
+        events,
+        shutdown,
+        counters: Arc::new(Metrics::default()),
+    };
+    let serving = Arc::clone(&bridge);
+    let served = tokio::spawn(async move { serving.serve(hub).await });
+
+    // Once the bridge has read the claims, carol's number is hers alone.
+    let deadline = Instant::now() + WAIT;
+    while offered(&bridge, "alice@example.org").contains(&FREE_2.to_owned()) {
+        assert!(Instant::now() < deadline, "the claims were never read");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        offered(&bridge, "alice@example.org"),
+        [ALICE_NUMBER, FREE_1]
+    );
+    assert_eq!(offered(&bridge, "carol@example.org"), [FREE_1, FREE_2]);
+
+    // Bob claims the other free one: nobody else is offered it, bob still is.
+    local_register(&bridge, &store, "bob@example.org", FREE_1).await;
+    assert_eq!(offered(&bridge, "alice@example.org"), [ALICE_NUMBER]);
+    assert_eq!(offered(&bridge, "bob@example.org"), [FREE_1]);
+    assert_eq!(offered(&bridge, "carol@example.org"), [FREE_2]);
+    assert_eq!(offered(&bridge, "dave@example.org"), Vec::<String>::new());
+    let form = bridge.registration_form("dave@example.org");
+    assert!(form.instructions.contains("no gateway number"), "{form:?}");
+    // A claim on a held number is still refused, whatever the form said.
+    let values = FormValues::from([("number".to_owned(), FREE_1.to_owned())]);
+    let e = bridge
+        .register("dave@example.org", &values)
+        .await
+        .expect_err("taken");
+    assert!(e.text.contains("already taken"), "{e:?}");
+
+    // An admin gives bob's number to dave, then frees carol's.
+    bridge
+        .run_command(
+            "admin@example.org",
+            true,
+            "assign",
+            &format!("{FREE_1} dave@example.org"),
+        )
+        .await
+        .expect("assign");
+    assert_eq!(offered(&bridge, "bob@example.org"), Vec::<String>::new());
+    assert_eq!(offered(&bridge, "dave@example.org"), [FREE_1]);
+    bridge
+        .run_command("admin@example.org", true, "free", FREE_2)
+        .await
+        .expect("free");
+    assert_eq!(offered(&bridge, "bob@example.org"), [FREE_2]);
+
+    // Unregistering frees a number too.
+    bridge
+        .unregister("dave@example.org")
+        .await
+        .expect("unregister");
+    assert_eq!(offered(&bridge, "bob@example.org"), [FREE_1, FREE_2]);
+
+    shutdown_tx.send(true).expect("shutdown");
+    tokio::time::timeout(WAIT, served)
+        .await
+        .expect("serve ends")
+        .expect("serve task");
 }

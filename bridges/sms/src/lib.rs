@@ -76,6 +76,14 @@ pub(crate) struct Inner {
     pub(crate) hub: OnceLock<Hub>,
     /// The number each logged-in account sends from.
     pub(crate) accounts: Mutex<HashMap<AccountId, Number>>,
+    /// Who holds which gateway number (number → bare JID), as last read from the store;
+    /// `None` until the first read. Only for the registration form, which cannot wait for
+    /// the store: every change of a claim goes through this bridge and reads it again, and
+    /// `register` decides on the store's own answer.
+    pub(crate) claims: Mutex<Option<HashMap<String, String>>>,
+    /// One reading of the claims at a time, so that an older reading never replaces a
+    /// newer one.
+    claims_reading: tokio::sync::Mutex<()>,
     /// Per account, the texts admitted against the quota that the store may not show yet.
     quota: Mutex<HashMap<AccountId, Arc<tokio::sync::Mutex<Reservations>>>>,
 }
@@ -242,6 +250,8 @@ impl SmsBridge {
                 wake: Notify::new(),
                 hub: OnceLock::new(),
                 accounts: Mutex::default(),
+                claims: Mutex::default(),
+                claims_reading: tokio::sync::Mutex::new(()),
                 quota: Mutex::default(),
             }),
         })
@@ -249,13 +259,35 @@ impl SmsBridge {
 }
 
 impl Inner {
-    /// The numbers `user` may claim.
+    /// The numbers `user` may claim: those reserved for nobody else in the configuration
+    /// and held by nobody else (claimed, or assigned by an admin), as last read from the
+    /// store. The number the user holds stays among them.
     fn claimable(&self, user: &str) -> Vec<&NumberEntry> {
+        let claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
         self.settings
             .numbers
             .iter()
             .filter(|n| n.owner.as_deref().is_none_or(|o| o == user))
+            .filter(|n| {
+                claims
+                    .as_ref()
+                    .and_then(|c| c.get(&n.number))
+                    .is_none_or(|holder| holder == user)
+            })
             .collect()
+    }
+
+    /// Reads who holds which number from the store, for [`Inner::claimable`]. On failure
+    /// the last reading stays.
+    async fn read_claims(&self) {
+        let _one = self.claims_reading.lock().await;
+        match self.store.claims().await {
+            Ok(claims) => {
+                let by_number = claims.into_iter().map(|c| (c.number, c.jid)).collect();
+                *self.claims.lock().unwrap_or_else(|e| e.into_inner()) = Some(by_number);
+            }
+            Err(e) => tracing::warn!("sms: cannot read who holds the numbers: {}", e.text),
+        }
     }
 
     /// The quota reservations of `account`.
@@ -371,6 +403,9 @@ impl Bridge for SmsBridge {
 
     async fn register(&self, user: &str, values: &FormValues) -> Result<Credentials, BridgeError> {
         let raw = values.get("number").map(|s| s.trim()).unwrap_or_default();
+        if raw.is_empty() {
+            self.inner.read_claims().await;
+        }
         let candidates = self.inner.claimable(user);
         let number = if raw.is_empty() && candidates.len() == 1 {
             candidates[0].number.clone()
@@ -391,7 +426,9 @@ impl Bridge for SmsBridge {
                 format!("{number} is reserved for another user"),
             ));
         }
-        match self.inner.store.claim_number(&number, user).await? {
+        let outcome = self.inner.store.claim_number(&number, user).await?;
+        self.inner.read_claims().await;
+        match outcome {
             ClaimOutcome::Claimed => {}
             ClaimOutcome::TakenBy(_) => {
                 return Err(BridgeError::new(
@@ -460,6 +497,7 @@ impl Bridge for SmsBridge {
 
     async fn serve(&self, hub: Hub) {
         let _ = self.inner.hub.set(hub.clone());
+        self.inner.read_claims().await;
         webhook::serve(Arc::clone(&self.inner), hub).await;
     }
 
@@ -508,7 +546,9 @@ impl Bridge for SmsBridge {
     }
 
     async fn unregister(&self, user: &str) -> Result<(), BridgeError> {
-        self.inner.store.release_numbers_of(user).await
+        let released = self.inner.store.release_numbers_of(user).await;
+        self.inner.read_claims().await;
+        released
     }
 
     fn health(&self) -> Vec<String> {
@@ -573,10 +613,9 @@ impl Bridge for SmsBridge {
                     ));
                 }
                 let jid = jid.to_lowercase();
-                self.inner
-                    .store
-                    .assign_number(number.as_str(), &jid)
-                    .await?;
+                let assigned = self.inner.store.assign_number(number.as_str(), &jid).await;
+                self.inner.read_claims().await;
+                assigned?;
                 tracing::info!(%number, user = %jid, "number assigned by an admin");
                 Ok(format!(
                     "{number} now belongs to {jid}; they register with it to start"
@@ -584,7 +623,9 @@ impl Bridge for SmsBridge {
             }
             "free" => {
                 let number = Number::parse(args, region)?;
-                if self.inner.store.release_number(number.as_str()).await? {
+                let released = self.inner.store.release_number(number.as_str()).await;
+                self.inner.read_claims().await;
+                if released? {
                     tracing::info!(%number, "number freed by an admin");
                     Ok(format!("{number} is free"))
                 } else {
