@@ -415,6 +415,10 @@ async fn mail_both_ways_with_threads_html_and_attachments() {
         "{e}"
     );
     assert!(error_text(&e).contains("55"), "the server's words: {e}");
+    assert!(
+        error_text(&e).starts_with("mailbox does not exist"),
+        "what it means, first: {e}"
+    );
 
     bed.stop(vec![alice]).await;
 }

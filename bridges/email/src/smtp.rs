@@ -40,13 +40,17 @@ pub fn classify(stage: &str, e: &lettre::transport::smtp::Error) -> BridgeError 
         return BridgeError::transient(format!("SMTP {stage}: {words}"));
     }
     let code = e.status().map(|c| c.to_string()).unwrap_or_default();
-    let kind = match code.as_str() {
-        "530" | "534" | "535" | "538" => ErrorKind::NotAuthorized,
-        "550" | "551" | "553" => ErrorKind::RecipientUnavailable,
-        "552" => ErrorKind::ResourceConstraint,
-        _ => ErrorKind::Permanent,
+    // The user reads the meaning first, then the server's own words.
+    let (kind, meaning) = match code.as_str() {
+        "530" | "534" | "535" | "538" => (ErrorKind::NotAuthorized, "not allowed to send"),
+        "550" | "551" | "553" => (ErrorKind::RecipientUnavailable, "mailbox does not exist"),
+        "552" => (ErrorKind::ResourceConstraint, "too large for the mailbox"),
+        _ => (ErrorKind::Permanent, "refused"),
     };
-    BridgeError::new(kind, format!("the mail server refused it: {words}"))
+    BridgeError::new(
+        kind,
+        format!("{meaning}: the mail server refused it: {words}"),
+    )
 }
 
 impl Smtp {
