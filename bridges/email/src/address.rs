@@ -11,7 +11,7 @@ const MAX_LOCAL: usize = 64;
 /// A checked address: `local@domain`, with the domain lowercased.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Address {
-    /// As the user spelled it, domain lowercased.
+    /// As the user spelled it (SPEC §3: the original spelling is kept for outgoing mail).
     pub spelled: String,
     /// Lowercased: the contact id.
     pub canonical: String,
@@ -35,8 +35,8 @@ impl Address {
                 .ok_or_else(|| BridgeError::malformed(format!("{s:?} is not an email address")))?,
         };
         check_local(local)?;
-        let domain = check_domain(domain)?;
-        let spelled = format!("{local}@{domain}");
+        check_domain(domain)?;
+        let spelled = format!("{local}@{}", domain.trim_end_matches('.'));
         if spelled.len() > MAX_ADDRESS {
             return Err(BridgeError::malformed("the address is too long"));
         }
@@ -117,10 +117,10 @@ mod tests {
     fn canonical_is_lowercase_and_spelling_is_kept() {
         let a = Address::parse("Bob.Smith@Example.com").expect("valid");
         assert_eq!(a.canonical, "bob.smith@example.com");
-        assert_eq!(a.spelled, "Bob.Smith@example.com");
+        assert_eq!(a.spelled, "Bob.Smith@Example.com");
         let p = a.to_parsed();
         assert_eq!(p.localpart, "bob.smith@example.com");
-        assert_eq!(p.display, "Bob.Smith@example.com");
+        assert_eq!(p.display, "Bob.Smith@Example.com");
     }
 
     #[test]

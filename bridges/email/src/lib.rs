@@ -432,7 +432,7 @@ mod tests {
         // What is kept reads back to the same mailbox.
         let again = Mailbox::from_values(&mb.credentials(), &settings()).expect("kept");
         assert_eq!(again.credentials(), mb.credentials());
-        assert_eq!(again.address.spelled, "Alice@example.org");
+        assert_eq!(again.address.spelled, "Alice@Example.org");
     }
 
     #[test]
