@@ -1,12 +1,29 @@
 //! Vonage (Nexmo), over its SMS API: sends texts with `POST /sms/json`, checks the
-//! credentials with `/account/get-balance`, verifies signed webhooks (`sig` over the sorted
-//! parameters, by MD5 hash or HMAC-MD5/SHA-1/SHA-256/SHA-512 with the signature secret),
-//! and reads inbound texts (with the `concat-*` parts of long ones) and delivery receipts
-//! from a query string, a form body or a JSON body. It carries no media.
+//! credentials with `/account/get-balance`, verifies signed webhooks, and reads inbound texts
+//! (with the `concat-*` parts of long ones) and delivery receipts from a query string, a form
+//! body or a JSON body. It carries no media.
+//!
+//! Webhooks come signed one of two ways, both with the account's signature secret:
+//! - the SMS API's `sig` parameter over the sorted parameters, by MD5 hash or
+//!   HMAC-MD5/SHA-1/SHA-256/SHA-512, with a `timestamp` at most 300 s from now;
+//! - when the account sends inbound SMS to the Messages API instead, a JWT in
+//!   `Authorization: Bearer`, HS256 (no other algorithm is taken, `none` least of all),
+//!   whose `payload_hash` claim is the SHA-256 of the body. Its `iat` may be at most 300 s
+//!   ahead of our clock and at most 24 h old: Vonage retries a webhook for a day and does
+//!   not say whether a retry is signed anew, so a shorter window could turn an outage of
+//!   ferry into lost texts; a token bound to its body can only repeat that body, which the
+//!   de-duplication of texts (kept 7 days) and of reports drops. A token without a
+//!   `payload_hash` binds nothing and lives 300 s.
+//!
+//! A request with a bearer token is judged by the token alone. The Messages API's JSON
+//! (`message_uuid`, `from`, `to`, `text`, `channel`) is read as well as the SMS API's
+//! parameters; messages of channels other than `sms` are acknowledged and ignored.
 //!
 //! References: <https://developer.vonage.com/en/messaging/sms/guides/inbound-sms>,
 //! <https://developer.vonage.com/en/messaging/sms/guides/delivery-receipts>,
 //! <https://developer.vonage.com/en/getting-started/concepts/signing-messages>,
+//! <https://developer.vonage.com/en/messages/concepts/signed-webhooks> (the JWT and its
+//! claims), <https://developer.vonage.com/en/messages/concepts/messages-status-callbacks>,
 //! <https://developer.vonage.com/en/api-errors/sms> (send status codes) and
 //! <https://api.support.vonage.com/hc/en-us/articles/204014733> (receipt `err-code`s).
 
@@ -14,10 +31,13 @@ use crate::segments::is_gsm7;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use axum::http::{HeaderMap, header::AUTHORIZATION};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use ferry_bridge_api::{BridgeError, ErrorKind};
 use hmac::{Hmac, Mac};
 use md5::{Digest as _, Md5};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sha1::Sha1;
 use sha2::{Sha256, Sha512};
 
@@ -31,6 +51,16 @@ const DEFAULT_API_BASE: &str = "https://rest.nexmo.com";
 
 /// How far a webhook's `timestamp` may be from now, either way, in seconds.
 const TOLERANCE_SECS: u64 = 300;
+
+/// How far ahead of our clock a JWT's `iat` may be, in seconds.
+const JWT_AHEAD_SECS: i64 = 300;
+
+/// How old a JWT bound to the body by its `payload_hash` may be, in seconds (see the module
+/// documentation for why a day).
+const JWT_MAX_AGE_SECS: i64 = 24 * 3600;
+
+/// How old a JWT without a `payload_hash` may be, in seconds.
+const JWT_UNBOUND_MAX_AGE_SECS: i64 = 300;
 
 pub struct Vonage {
     name: String,
@@ -129,6 +159,9 @@ impl Provider for Vonage {
     }
 
     fn verify(&self, _hook: Hook, req: &Request<'_>) -> Result<(), HookError> {
+        if let Some(token) = bearer(req.headers) {
+            return verify_jwt(token, self.signature_secret.as_bytes(), req.body, req.now);
+        }
         let mut params = params(req)?;
         let sig = params
             .remove("sig")
@@ -153,6 +186,9 @@ impl Provider for Vonage {
     }
 
     fn parse(&self, hook: Hook, req: &Request<'_>) -> Result<Vec<Event>, HookError> {
+        if let Some(m) = messages_body(req)? {
+            return parse_messages(&m);
+        }
         let params = params(req)?;
         // Receipts carry `status`/`err-code` and no `type`; inbound texts always a `type`.
         // The keys decide, so a receipt sent to the inbound URL (an account-wide receipt
@@ -259,11 +295,7 @@ fn params(req: &Request<'_>) -> Result<BTreeMap<String, String>, HookError> {
     if req.method.eq_ignore_ascii_case("GET") || req.body.is_empty() {
         return Ok(form_pairs(req.query.as_bytes()).into_iter().collect());
     }
-    let ct = req.content_type();
-    let json_body = ct == "application/json"
-        || ct.ends_with("+json")
-        || (ct.is_empty() && req.body.first() == Some(&b'{'));
-    if json_body {
+    if json_body(req) {
         let v: Value = serde_json::from_slice(req.body)
             .map_err(|_| HookError::BadRequest("body is not json".into()))?;
         let obj = v
@@ -276,6 +308,215 @@ fn params(req: &Request<'_>) -> Result<BTreeMap<String, String>, HookError> {
             .collect());
     }
     Ok(form_pairs(req.body).into_iter().collect())
+}
+
+/// Whether the request carries its parameters as a JSON body.
+fn json_body(req: &Request<'_>) -> bool {
+    if req.method.eq_ignore_ascii_case("GET") || req.body.is_empty() {
+        return false;
+    }
+    let ct = req.content_type();
+    ct == "application/json"
+        || ct.ends_with("+json")
+        || (ct.is_empty() && req.body.first() == Some(&b'{'))
+}
+
+/// The token of the first `Authorization: Bearer …` header, if there is one (possibly
+/// empty: a bearer without a token is a bad token, not a request without one).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get_all(AUTHORIZATION).iter().find_map(|v| {
+        let v = v.to_str().ok()?.trim();
+        let (scheme, token) = v.split_once(char::is_whitespace).unwrap_or((v, ""));
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then_some(token.trim())
+    })
+}
+
+/// A base64url (unpadded) JSON object: a JWT's header or claims.
+fn jwt_part(part: &str, what: &str) -> Result<Map<String, Value>, HookError> {
+    let bad = || HookError::Forbidden(format!("malformed token {what}"));
+    let bytes = B64URL.decode(part).map_err(|_| bad())?;
+    match serde_json::from_slice(&bytes).map_err(|_| bad())? {
+        Value::Object(m) => Ok(m),
+        _ => Err(bad()),
+    }
+}
+
+/// Verifies a Messages API webhook's JWT: HS256 over `header.claims` with `secret`, then
+/// `payload_hash` against `body`, then `iat` against `now` (unix seconds).
+fn verify_jwt(token: &str, secret: &[u8], body: &[u8], now: i64) -> Result<(), HookError> {
+    let forbidden = |why: &str| HookError::Forbidden(why.to_owned());
+    let mut parts = token.split('.');
+    let (Some(header), Some(claims), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(forbidden("malformed token"));
+    };
+    let head = jwt_part(header, "header")?;
+    match head.get("alg").and_then(Value::as_str) {
+        Some("HS256") => {}
+        Some(alg) => {
+            return Err(HookError::Forbidden(format!(
+                "token algorithm {alg:?} refused"
+            )));
+        }
+        None => return Err(forbidden("token without an algorithm")),
+    }
+    // Extensions the token says must be understood: ferry understands none.
+    if head.contains_key("crit") {
+        return Err(forbidden("token with critical extensions"));
+    }
+    let sig = B64URL
+        .decode(sig)
+        .map_err(|_| forbidden("malformed token signature"))?;
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
+        .map_err(|_| forbidden("unusable signature secret"))?;
+    mac.update(header.as_bytes());
+    mac.update(b".");
+    mac.update(claims.as_bytes());
+    // Constant time, and the whole 32-byte tag or nothing.
+    mac.verify_slice(&sig)
+        .map_err(|_| forbidden("bad token signature"))?;
+
+    let claims = jwt_part(claims, "claims")?;
+    let iat = claims
+        .get("iat")
+        .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
+        .ok_or_else(|| forbidden("token without iat"))?;
+    let max_age = match claims.get("payload_hash") {
+        None => JWT_UNBOUND_MAX_AGE_SECS,
+        Some(hash) => {
+            let hash = hash
+                .as_str()
+                .ok_or_else(|| forbidden("malformed payload_hash"))?;
+            if !payload_hash_matches(hash, body) {
+                return Err(forbidden("payload_hash does not match the body"));
+            }
+            JWT_MAX_AGE_SECS
+        }
+    };
+    if iat.saturating_sub(now) > JWT_AHEAD_SECS {
+        return Err(forbidden("token issued in the future"));
+    }
+    if now.saturating_sub(iat) > max_age {
+        return Err(forbidden("token too old"));
+    }
+    Ok(())
+}
+
+/// Whether `hash` (hex, any case) is the SHA-256 of the body as it came or, for JSON sent
+/// with whitespace between its tokens, of the body without that whitespace (how Vonage's
+/// own examples hash it: the JSON serialised compactly).
+fn payload_hash_matches(hash: &str, body: &[u8]) -> bool {
+    let hash = hash.trim().to_ascii_lowercase();
+    let raw = hex::encode(Sha256::digest(body));
+    if same(raw.as_bytes(), hash.as_bytes()) {
+        return true;
+    }
+    let compact = compact_json(body);
+    compact.len() != body.len()
+        && same(
+            hex::encode(Sha256::digest(&compact)).as_bytes(),
+            hash.as_bytes(),
+        )
+}
+
+/// `body` without the whitespace JSON allows between tokens (none inside strings is
+/// touched). Meant for JSON; other bytes pass through but for their whitespace.
+fn compact_json(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in body {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            in_string = b == b'"';
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// The body of a Messages API webhook: a JSON object naming a `message_uuid`. `None` for
+/// anything else (the SMS API's parameters).
+fn messages_body(req: &Request<'_>) -> Result<Option<Map<String, Value>>, HookError> {
+    if !json_body(req) {
+        return Ok(None);
+    }
+    let v: Value = serde_json::from_slice(req.body)
+        .map_err(|_| HookError::BadRequest("body is not json".into()))?;
+    Ok(match v {
+        Value::Object(m) if m.contains_key("message_uuid") => Some(m),
+        _ => None,
+    })
+}
+
+/// A Messages API inbound message (`{"channel": "sms", "message_uuid", "from", "to",
+/// "text", "message_type": "text"}`) or status (`{"message_uuid", "from", "status",
+/// "error"}`); other channels and message types are for nobody here.
+fn parse_messages(m: &Map<String, Value>) -> Result<Vec<Event>, HookError> {
+    let field = |key: &str| scalar(m.get(key));
+    let channel = field("channel");
+    if channel != "sms" {
+        tracing::info!(
+            channel,
+            "vonage: a Messages API webhook not for SMS ignored"
+        );
+        return Ok(Vec::new());
+    }
+    let message_id = field("message_uuid");
+    if message_id.is_empty() {
+        return Err(HookError::BadRequest("missing message_uuid".into()));
+    }
+    if m.contains_key("status") {
+        let status = field("status").trim().to_ascii_lowercase();
+        let delivery = match status.as_str() {
+            "delivered" => Delivery::Delivered,
+            "rejected" | "undeliverable" => {
+                let error = m.get("error");
+                let why = ["detail", "title", "reason"]
+                    .iter()
+                    .map(|k| scalar(error.and_then(|e| e.get(*k))))
+                    .find(|w| !w.is_empty());
+                Delivery::Failed(match why {
+                    Some(why) => format!("{status}: {}", why.trim_end_matches('.')),
+                    None => status.clone(),
+                })
+            }
+            _ => Delivery::Pending,
+        };
+        return Ok(vec![Event::Status(StatusReport {
+            message_id,
+            // The text went out from the gateway's number.
+            from: Some(field("from")).filter(|f| !f.is_empty()),
+            delivery,
+        })]);
+    }
+    let kind = field("message_type");
+    if !kind.is_empty() && kind != "text" {
+        tracing::info!(kind, "vonage: an SMS that is not text ignored");
+        return Ok(Vec::new());
+    }
+    let from = field("from");
+    if from.is_empty() {
+        return Err(HookError::BadRequest("missing from".into()));
+    }
+    Ok(vec![Event::Inbound(InboundText {
+        message_id,
+        from,
+        to: field("to"),
+        text: field("text"),
+        media: Vec::new(),
+        part: None,
+    })])
 }
 
 /// The string Vonage signs: `&key=value` for every parameter but `sig`, sorted by key, with
@@ -871,6 +1112,432 @@ mod tests {
         );
         assert!(send_result(b"<html>").is_err());
         assert!(send_result(br#"{"messages":[]}"#).is_err());
+    }
+
+    // ------------------------------------------------------------ Messages API: the JWT
+
+    const NOW: i64 = 1_587_494_962;
+
+    /// An inbound SMS as the Messages API posts it (compact, as Vonage sends it).
+    const MESSAGES_INBOUND: &[u8] = br#"{"channel":"sms","message_uuid":"aaaaaaaa-bbbb-cccc-dddd-0123456789ab","to":"447700900000","from":"447700900001","timestamp":"2020-04-21T18:49:22Z","text":"Hello From Vonage!","message_type":"text","sms":{"num_messages":"1"},"usage":{"price":"0.0057","currency":"EUR"}}"#;
+
+    fn b64url(bytes: &[u8]) -> String {
+        B64URL.encode(bytes)
+    }
+
+    /// A token of `header` and `claims` (JSON text) signed with HMAC-SHA256 by `secret`.
+    fn token(header: &str, claims: &str, secret: &[u8]) -> String {
+        let signed = format!(
+            "{}.{}",
+            b64url(header.as_bytes()),
+            b64url(claims.as_bytes())
+        );
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("key");
+        mac.update(signed.as_bytes());
+        format!("{signed}.{}", b64url(&mac.finalize().into_bytes()))
+    }
+
+    /// Claims as Vonage's signed-webhooks page shows them, bound to `body`.
+    fn claims(iat: i64, body: &[u8]) -> String {
+        format!(
+            r#"{{"iat":{iat},"jti":"c5ba8f24-1a14-4c10-bfdf-3fbe8ce511b5","iss":"Vonage","payload_hash":"{}","api_key":"abcd1234","application_id":"aaaaaaaa-bbbb-cccc-dddd-0123456789ab"}}"#,
+            hex::encode(Sha256::digest(body))
+        )
+    }
+
+    const HS256: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
+
+    fn json_with_bearer(token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+        );
+        h
+    }
+
+    fn verify_with(p: &Vonage, token: &str, body: &[u8], now: i64) -> Result<(), HookError> {
+        let h = json_with_bearer(token);
+        p.verify(Hook::Inbound, &post(&h, body, now))
+    }
+
+    fn refused(r: Result<(), HookError>) -> bool {
+        matches!(r, Err(HookError::Forbidden(_)))
+    }
+
+    /// The HMAC is checked on the token's own text: jwt.io's example token (secret
+    /// `your-256-bit-secret`), and a Vonage-shaped one made with Python's `hmac`, `hashlib`
+    /// and `base64` modules, not with this module's code.
+    #[test]
+    fn jwt_vectors_made_elsewhere_verify() {
+        let jwt_io = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.\
+            eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.\
+            SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";
+        // No payload_hash: it binds no body, and lives 300 s.
+        assert_eq!(
+            verify_jwt(jwt_io, b"your-256-bit-secret", b"", 1_516_239_022 + 10),
+            Ok(())
+        );
+        assert!(refused(verify_jwt(
+            jwt_io,
+            b"your-256-bit-secret",
+            b"",
+            1_516_239_022 + 301
+        )));
+        assert!(refused(verify_jwt(jwt_io, b"secret", b"", 1_516_239_022)));
+
+        let vonage = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.\
+            eyJpYXQiOjE1ODc0OTQ5NjIsImp0aSI6ImM1YmE4ZjI0LTFhMTQtNGMxMC1iZmRmLTNmYmU4Y2U1MTFiNSIs\
+            ImlzcyI6IlZvbmFnZSIsInBheWxvYWRfaGFzaCI6IjBiNjkzNTE2ODFhMTQ1ZjkyM2IyZDQ5M2M0ZWY2N2Y0\
+            ODdmNWFmYWFiYTAwMGVjYWI5YzFiNTFlZWEyMzliMTYiLCJhcGlfa2V5IjoiYWJjZDEyMzQiLCJhcHBsaWNh\
+            dGlvbl9pZCI6ImFhYWFhYWFhLWJiYmItY2NjYy1kZGRkLTAxMjM0NTY3ODlhYiJ9.\
+            _nvGVh_dyJFDWnra0GnaOvxDR_rFee_lV2AV7l_hLec";
+        let p = provider("secret");
+        assert_eq!(verify_with(&p, vonage, MESSAGES_INBOUND, NOW + 60), Ok(()));
+        assert!(refused(verify_with(
+            &provider("other"),
+            vonage,
+            MESSAGES_INBOUND,
+            NOW
+        )));
+    }
+
+    #[test]
+    fn jwt_with_the_right_secret_and_body_is_accepted() {
+        let p = provider("secret");
+        let t = token(HS256, &claims(NOW, MESSAGES_INBOUND), b"secret");
+        assert_eq!(verify_with(&p, &t, MESSAGES_INBOUND, NOW), Ok(()));
+        // `bearer` in any case, as HTTP schemes are.
+        let mut h = json_with_bearer(&t);
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("bearer {t}")).expect("header"),
+        );
+        assert_eq!(
+            p.verify(Hook::Status, &post(&h, MESSAGES_INBOUND, NOW)),
+            Ok(())
+        );
+        // A float iat (some JWT libraries write one) is read as its whole seconds.
+        let c = claims(NOW, MESSAGES_INBOUND).replace(&format!("{NOW}"), &format!("{NOW}.5"));
+        let t = token(HS256, &c, b"secret");
+        assert_eq!(verify_with(&p, &t, MESSAGES_INBOUND, NOW), Ok(()));
+    }
+
+    #[test]
+    fn jwt_with_a_wrong_secret_is_refused() {
+        let p = provider("secret");
+        let t = token(HS256, &claims(NOW, MESSAGES_INBOUND), b"Secret");
+        assert!(refused(verify_with(&p, &t, MESSAGES_INBOUND, NOW)));
+        let t = token(HS256, &claims(NOW, MESSAGES_INBOUND), b"");
+        assert!(refused(verify_with(&p, &t, MESSAGES_INBOUND, NOW)));
+    }
+
+    #[test]
+    fn jwt_algorithms_other_than_hs256_are_refused() {
+        let p = provider("secret");
+        let c = claims(NOW, MESSAGES_INBOUND);
+        // `none`, unsigned as such tokens come, and signed all the same.
+        let unsigned = format!(
+            "{}.{}.",
+            b64url(br#"{"alg":"none","typ":"JWT"}"#),
+            b64url(c.as_bytes())
+        );
+        assert!(refused(verify_with(&p, &unsigned, MESSAGES_INBOUND, NOW)));
+        for header in [
+            r#"{"alg":"none","typ":"JWT"}"#,
+            r#"{"alg":"None"}"#,
+            r#"{"alg":"hs256"}"#,
+            r#"{"alg":"HS512"}"#,
+            r#"{"alg":"HS384"}"#,
+            r#"{"alg":"RS256"}"#,
+            r#"{"alg":["HS256"]}"#,
+            r#"{"typ":"JWT"}"#,
+            r#"{"alg":"HS256","crit":["exp"]}"#,
+        ] {
+            let t = token(header, &c, b"secret");
+            assert!(
+                refused(verify_with(&p, &t, MESSAGES_INBOUND, NOW)),
+                "{header} was accepted"
+            );
+        }
+        // The same claims under HS256 pass: the header alone made the difference.
+        let t = token(r#"{"typ":"JWT","alg":"HS256"}"#, &c, b"secret");
+        assert_eq!(verify_with(&p, &t, MESSAGES_INBOUND, NOW), Ok(()));
+    }
+
+    #[test]
+    fn jwt_for_another_body_is_refused() {
+        let p = provider("secret");
+        let t = token(HS256, &claims(NOW, MESSAGES_INBOUND), b"secret");
+        let tampered = String::from_utf8(MESSAGES_INBOUND.to_vec())
+            .expect("utf-8")
+            .replace("Hello From Vonage!", "Hello From Mallory");
+        assert!(refused(verify_with(&p, &t, tampered.as_bytes(), NOW)));
+        // Whitespace inside a string is content.
+        let spaced = String::from_utf8(MESSAGES_INBOUND.to_vec())
+            .expect("utf-8")
+            .replace("Hello From Vonage!", "Hello  From Vonage!");
+        assert!(refused(verify_with(&p, &t, spaced.as_bytes(), NOW)));
+        assert!(refused(verify_with(&p, &t, b"", NOW)));
+        // A payload_hash that is not the body's, or not a string.
+        let other = claims(NOW, b"{}");
+        assert!(refused(verify_with(
+            &p,
+            &token(HS256, &other, b"secret"),
+            MESSAGES_INBOUND,
+            NOW
+        )));
+        let not_text = format!(r#"{{"iat":{NOW},"payload_hash":42}}"#);
+        assert!(refused(verify_with(
+            &p,
+            &token(HS256, &not_text, b"secret"),
+            MESSAGES_INBOUND,
+            NOW
+        )));
+        // Upper-case hex is the same hash.
+        let upper = claims(NOW, MESSAGES_INBOUND).replace(
+            &hex::encode(Sha256::digest(MESSAGES_INBOUND)),
+            &hex::encode_upper(Sha256::digest(MESSAGES_INBOUND)),
+        );
+        assert_eq!(
+            verify_with(&p, &token(HS256, &upper, b"secret"), MESSAGES_INBOUND, NOW),
+            Ok(())
+        );
+    }
+
+    /// Vonage's examples hash the JSON serialised compactly; the same JSON sent with
+    /// whitespace between its tokens is the same payload.
+    #[test]
+    fn jwt_payload_hash_of_the_compact_json_matches_spaced_json() {
+        let p = provider("secret");
+        let t = token(HS256, &claims(NOW, MESSAGES_INBOUND), b"secret");
+        let spaced = br#"{
+          "channel": "sms", "message_uuid": "aaaaaaaa-bbbb-cccc-dddd-0123456789ab",
+          "to": "447700900000", "from": "447700900001",
+          "timestamp": "2020-04-21T18:49:22Z", "text": "Hello From Vonage!",
+          "message_type": "text", "sms": { "num_messages": "1" },
+          "usage": { "price": "0.0057", "currency": "EUR" }
+        }"#;
+        assert_eq!(compact_json(spaced), MESSAGES_INBOUND);
+        assert_eq!(verify_with(&p, &t, spaced, NOW), Ok(()));
+        assert_eq!(
+            compact_json(br#"{ "a" : "b \" c\\", "d": [ 1, 2 ] }"#),
+            br#"{"a":"b \" c\\","d":[1,2]}"#
+        );
+    }
+
+    #[test]
+    fn jwt_outside_its_time_window_is_refused() {
+        let p = provider("secret");
+        let at = |iat: i64, now: i64| {
+            verify_with(
+                &p,
+                &token(HS256, &claims(iat, MESSAGES_INBOUND), b"secret"),
+                MESSAGES_INBOUND,
+                now,
+            )
+        };
+        assert_eq!(at(NOW - 24 * 3600, NOW), Ok(()));
+        assert!(refused(at(NOW - 24 * 3600 - 1, NOW)));
+        assert!(refused(at(0, NOW)));
+        assert_eq!(at(NOW + 300, NOW), Ok(()));
+        assert!(refused(at(NOW + 301, NOW)));
+        assert!(refused(at(i64::MAX, NOW)));
+        assert!(refused(at(i64::MIN, NOW)));
+        // Without a payload_hash the token binds no body: 300 s.
+        let unbound = |iat: i64| {
+            verify_with(
+                &p,
+                &token(HS256, &format!(r#"{{"iat":{iat}}}"#), b"secret"),
+                MESSAGES_INBOUND,
+                NOW,
+            )
+        };
+        assert_eq!(unbound(NOW - 300), Ok(()));
+        assert!(refused(unbound(NOW - 301)));
+        // No iat, or one that is not a number.
+        for c in [
+            r#"{"iss":"Vonage"}"#.to_owned(),
+            format!(r#"{{"iat":"{NOW}"}}"#),
+            r#"{"iat":null}"#.to_owned(),
+        ] {
+            assert!(
+                refused(verify_with(
+                    &p,
+                    &token(HS256, &c, b"secret"),
+                    MESSAGES_INBOUND,
+                    NOW
+                )),
+                "{c} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_jwts_are_refused() {
+        let p = provider("secret");
+        let good = token(HS256, &claims(NOW, MESSAGES_INBOUND), b"secret");
+        let (signed, sig) = good.rsplit_once('.').expect("three parts");
+        let (header, body) = signed.split_once('.').expect("three parts");
+        let mac = |signed: &str| {
+            let mut m = <Hmac<Sha256> as Mac>::new_from_slice(b"secret").expect("key");
+            m.update(signed.as_bytes());
+            b64url(&m.finalize().into_bytes())
+        };
+        let not_object = format!("{}.{}", b64url(HS256.as_bytes()), b64url(b"[1]"));
+        let not_json = format!("{}.{}", b64url(b"{alg:HS256}"), b64url(b"{}"));
+        let bad = [
+            String::new(),
+            "garbage".to_owned(),
+            format!("{header}.{body}"),
+            format!("{good}.{sig}"),
+            format!("{header}.{body}."),
+            format!("{header}.{body}.{sig}="),
+            format!("{header}.{body}.{}", &sig[..sig.len() - 2]),
+            format!("{header}.{body}.{sig}AA"),
+            format!(
+                "{header}.{body}.{}",
+                sig.replace('_', "/").replace('-', "+")
+            ),
+            format!("{header}=.{body}.{sig}"),
+            format!("{header}.{body}!.{sig}"),
+            // Correctly signed, but not JSON objects inside.
+            format!("{not_object}.{}", mac(&not_object)),
+            format!("{not_json}.{}", mac(&not_json)),
+        ];
+        for t in &bad {
+            assert!(
+                refused(verify_with(&p, t, MESSAGES_INBOUND, NOW)),
+                "{t:?} was accepted"
+            );
+        }
+        // `Bearer` with nothing after it is a bearer with no token, not a fallback to the
+        // (good) sig.
+        let q = "a=1&b=2&timestamp=1461605396&sig=6af838ef94998832dbfc29020b564830";
+        for value in ["Bearer", "Bearer  ", "bearer\t"] {
+            let mut h = HeaderMap::new();
+            h.insert(AUTHORIZATION, HeaderValue::from_static(value));
+            assert!(
+                refused(p.verify(Hook::Inbound, &get(&h, q, 1_461_605_396))),
+                "{value:?} fell back to the sig"
+            );
+        }
+    }
+
+    /// A bearer token decides alone; without one (or with another scheme) the `sig` does.
+    #[test]
+    fn a_bad_bearer_token_is_not_rescued_by_a_good_sig() {
+        let p = provider("secret");
+        let q = "a=1&b=2&timestamp=1461605396&sig=6af838ef94998832dbfc29020b564830";
+        let now = 1_461_605_396;
+        let wrong = token(HS256, &claims(now, b""), b"other");
+        let mut h = HeaderMap::new();
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {wrong}")).expect("header"),
+        );
+        assert!(refused(p.verify(Hook::Inbound, &get(&h, q, now))));
+        let right = token(HS256, &claims(now, b""), b"secret");
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {right}")).expect("header"),
+        );
+        assert_eq!(p.verify(Hook::Inbound, &get(&h, "a=1", now)), Ok(()));
+        // Basic credentials are no token: the sig is checked, and must be right.
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Basic YTpi"));
+        assert_eq!(p.verify(Hook::Inbound, &get(&h, q, now)), Ok(()));
+        assert!(refused(p.verify(Hook::Inbound, &get(&h, "a=1", now))));
+    }
+
+    // ------------------------------------------------------------ Messages API: the body
+
+    #[test]
+    fn parses_messages_api_inbound_sms() {
+        let p = provider("secret");
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let events = p
+            .parse(Hook::Inbound, &post(&h, MESSAGES_INBOUND, NOW))
+            .expect("parse");
+        assert_eq!(
+            events,
+            vec![Event::Inbound(InboundText {
+                message_id: "aaaaaaaa-bbbb-cccc-dddd-0123456789ab".into(),
+                from: "447700900001".into(),
+                to: "447700900000".into(),
+                text: "Hello From Vonage!".into(),
+                media: Vec::new(),
+                part: None,
+            })]
+        );
+        // Without a content type, a JSON object is still read as one.
+        let bare = HeaderMap::new();
+        assert_eq!(
+            p.parse(Hook::Inbound, &post(&bare, MESSAGES_INBOUND, NOW)),
+            Ok(events)
+        );
+        // Other channels and message types are acknowledged and ignored.
+        let whatsapp = br#"{"channel":"whatsapp","message_uuid":"u","from":"1","to":"2","message_type":"text","text":"hi"}"#;
+        assert_eq!(
+            p.parse(Hook::Inbound, &post(&h, whatsapp, NOW)),
+            Ok(Vec::new())
+        );
+        let image = br#"{"channel":"sms","message_uuid":"u","from":"1","to":"2","message_type":"image","image":{"url":"x"}}"#;
+        assert_eq!(
+            p.parse(Hook::Inbound, &post(&h, image, NOW)),
+            Ok(Vec::new())
+        );
+        // An SMS without its sender or id is not something to keep.
+        let no_from =
+            br#"{"channel":"sms","message_uuid":"u","to":"2","message_type":"text","text":"hi"}"#;
+        assert!(matches!(
+            p.parse(Hook::Inbound, &post(&h, no_from, NOW)),
+            Err(HookError::BadRequest(_))
+        ));
+        let no_id = br#"{"channel":"sms","message_uuid":"","from":"1","to":"2","text":"hi"}"#;
+        assert!(matches!(
+            p.parse(Hook::Inbound, &post(&h, no_id, NOW)),
+            Err(HookError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn parses_messages_api_status() {
+        let p = provider("secret");
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let delivered = br#"{"message_uuid":"aaaaaaaa-bbbb-cccc-dddd-0123456789ab","to":"447700900000","from":"447700900001","timestamp":"2023-05-01T14:00:00.000Z","status":"delivered","usage":{"currency":"EUR","price":"0.0333"},"channel":"sms"}"#;
+        assert_eq!(
+            p.parse(Hook::Status, &post(&h, delivered, NOW)),
+            Ok(vec![Event::Status(StatusReport {
+                message_id: "aaaaaaaa-bbbb-cccc-dddd-0123456789ab".into(),
+                from: Some("447700900001".into()),
+                delivery: Delivery::Delivered,
+            })])
+        );
+        let rejected = br#"{"message_uuid":"u","to":"447700900000","from":"447700900001","status":"rejected","channel":"sms","error":{"type":"https://developer.vonage.com/api-errors/messages#1320","title":1320,"detail":"Message failed because the number is unreachable.","instance":"bf0ca0bf"}}"#;
+        assert!(matches!(
+            &p.parse(Hook::Status, &post(&h, rejected, NOW)).expect("parse")[..],
+            [Event::Status(StatusReport { delivery: Delivery::Failed(w), .. })]
+                if w == "rejected: Message failed because the number is unreachable"
+        ));
+        let bare = br#"{"message_uuid":"u","from":"1","status":"undeliverable","channel":"sms"}"#;
+        assert!(matches!(
+            &p.parse(Hook::Status, &post(&h, bare, NOW)).expect("parse")[..],
+            [Event::Status(StatusReport { delivery: Delivery::Failed(w), .. })]
+                if w == "undeliverable"
+        ));
+        // A status arriving at the inbound URL is still a status; submitted is not final.
+        let submitted = br#"{"message_uuid":"u","from":"1","status":"submitted","channel":"sms"}"#;
+        assert!(matches!(
+            &p.parse(Hook::Inbound, &post(&h, submitted, NOW))
+                .expect("parse")[..],
+            [Event::Status(StatusReport {
+                delivery: Delivery::Pending,
+                ..
+            })]
+        ));
     }
 
     #[test]
