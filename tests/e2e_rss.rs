@@ -1,7 +1,9 @@
 //! The RSS bridge end to end: real Prosody, ferry with the real RSS bridge and SQLite, and
 //! a local HTTP server serving feeds. Subscribing by presence (through autodiscovery on a
 //! site's page) and by chat command, the first entries, a new entry, a refused feed,
-//! `list`/`export`, vCard and probe, and unsubscribing after which nothing more arrives.
+//! `list`/`export`, vCard and probe, and unsubscribing (by presence and by command) after
+//! which nothing more arrives; `headline` delivery from the config and the `settings`
+//! command changing it.
 
 mod common;
 
@@ -58,12 +60,17 @@ struct Bed {
 }
 
 async fn bed() -> Bed {
+    bed_with("").await
+}
+
+/// A bed whose `[rss]` table ends with `extra` (one `key = value` per line).
+async fn bed_with(extra: &str) -> Bed {
     let prosody = Prosody::start(&[(GW, SECRET)], &[("alice", "alice")]).await;
     let web = TestServer::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = Config::from_str_at(
         &format!(
-            "[xmpp]\nhost = \"127.0.0.1\"\nport = {}\nallowed = [\"localhost\"]\n[http]\nlisten = \"127.0.0.1:0\"\n[rss]\ndomain = \"{GW}\"\nsecret = \"{SECRET}\"\ndefault_interval = \"1s\"\nmin_interval = \"1s\"\ninitial_entries = 2\nallow_private_addresses = true\n",
+            "[xmpp]\nhost = \"127.0.0.1\"\nport = {}\nallowed = [\"localhost\"]\n[http]\nlisten = \"127.0.0.1:0\"\n[rss]\ndomain = \"{GW}\"\nsecret = \"{SECRET}\"\ndefault_interval = \"1s\"\nmin_interval = \"1s\"\ninitial_entries = 2\nallow_private_addresses = true\n{extra}",
             prosody.component_port
         ),
         dir.path(),
@@ -452,4 +459,238 @@ async fn unregistered_users_see_the_gateway_online_and_hear_why_an_address_fails
         body(&why).contains(&format!("Cannot subscribe to {bad}")),
         "{why}"
     );
+}
+
+/// Subscribes by chat command to `path` on the test server: the contact JID the gateway
+/// names, once the contact has asked to be added (which alice approves, as clients do).
+async fn subscribe(bed: &Bed, alice: &mut Client, path: &str) -> String {
+    let answer = command(alice, &format!("subscribe {}", bed.web.url(path))).await;
+    let jid = answer
+        .split_once(" as ")
+        .and_then(|(_, rest)| rest.split(';').next())
+        .unwrap_or_else(|| panic!("no JID in {answer:?}"))
+        .to_owned();
+    alice
+        .recv(WAIT, |e| {
+            e.name == "presence"
+                && e.attr("from") == Some(&jid)
+                && e.attr("type") == Some("subscribe")
+        })
+        .await;
+    alice
+        .send(&format!("<presence type='subscribed' to='{jid}'/>"))
+        .await;
+    jid
+}
+
+fn entry_from(from: &str) -> impl Fn(&Element) -> bool + '_ {
+    move |e: &Element| is_msg_from(e, from) && e.child("body", NS_CLIENT).is_some()
+}
+
+/// `[rss] delivery = "headline"` makes entries headlines with the title as subject; the
+/// `settings` command (by chat and ad hoc) changes the user's delivery both ways, and a
+/// value that is neither is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_is_headline_by_config_and_the_users_choice_by_settings() {
+    let bed = bed_with("delivery = \"headline\"\n").await;
+    let feed = |items: &[(&str, &str)]| {
+        Route::ok(rss("Heads", items)).header("Content-Type", "application/rss+xml")
+    };
+    bed.web
+        .route("/h.xml", feed(&[("2", "Second"), ("1", "First")]));
+    let mut alice = login(&bed).await;
+
+    let shown = command(&mut alice, "settings").await;
+    assert!(shown.contains("delivery = headline"), "{shown}");
+
+    // The configured default: headlines, titled.
+    let jid = subscribe(&bed, &mut alice, "/h.xml").await;
+    for title in ["First", "Second"] {
+        let m = alice.recv(WAIT, entry_from(&jid)).await;
+        assert_eq!(m.attr("type"), Some("headline"), "{m}");
+        assert_eq!(
+            m.child_text("subject", NS_CLIENT).as_deref(),
+            Some(title),
+            "{m}"
+        );
+    }
+
+    // The user's choice: chat.
+    let answer = command(&mut alice, "settings delivery chat").await;
+    assert!(answer.contains("delivery is now chat"), "{answer}");
+    let shown = command(&mut alice, "settings").await;
+    assert!(shown.contains("delivery = chat"), "{shown}");
+    bed.web.route(
+        "/h.xml",
+        feed(&[("3", "Third"), ("2", "Second"), ("1", "First")]),
+    );
+    let m = alice.recv(WAIT, entry_from(&jid)).await;
+    assert!(body(&m).starts_with("Third"), "{m}");
+    assert_eq!(m.attr("type"), Some("chat"), "{m}");
+
+    let answer = command(&mut alice, "settings delivery loud").await;
+    assert!(
+        answer.contains("delivery is chat or headline, not loud"),
+        "{answer}"
+    );
+
+    // Back to headline through the ad-hoc command's `delivery` field, in any case, as the
+    // config's `delivery` is read.
+    let r = alice
+        .iq(&format!("<iq type='set' id='s1' to='{GW}'><command xmlns='http://jabber.org/protocol/commands' node='settings' action='execute'><x xmlns='jabber:x:data' type='submit'><field var='delivery'><value>Headline</value></field></x></command></iq>"))
+        .await;
+    let cmd = r
+        .child("command", "http://jabber.org/protocol/commands")
+        .unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(cmd.attr("status"), Some("completed"), "{r}");
+    assert!(
+        client::client_xml(&r)
+            .to_lowercase()
+            .contains("delivery is now headline"),
+        "{r}"
+    );
+    bed.web.route(
+        "/h.xml",
+        feed(&[
+            ("4", "Fourth"),
+            ("3", "Third"),
+            ("2", "Second"),
+            ("1", "First"),
+        ]),
+    );
+    let m = alice.recv(WAIT, entry_from(&jid)).await;
+    assert_eq!(m.attr("type"), Some("headline"), "{m}");
+    assert_eq!(
+        m.child_text("subject", NS_CLIENT).as_deref(),
+        Some("Fourth"),
+        "{m}"
+    );
+}
+
+/// `list` names each followed feed's JID, title and address; `unsubscribe` takes a JID or
+/// the feed's address, takes the contact off the roster's subscription, and stops the
+/// feed: it is no longer polled and its new entries never arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_by_command_and_list() {
+    let bed = bed().await;
+    let port = bed.web.addr().port();
+    let feed = |title: &str, items: &[(&str, &str)]| {
+        Route::ok(rss(title, items)).header("Content-Type", "application/rss+xml")
+    };
+    bed.web
+        .route("/one.xml", feed("Feed One", &[("o1", "Uno")]));
+    bed.web
+        .route("/two.xml", feed("Feed Two", &[("t1", "Dos")]));
+    let mut alice = login(&bed).await;
+
+    let list = command(&mut alice, "list").await;
+    assert!(list.contains("You follow no feeds"), "{list}");
+
+    let one = subscribe(&bed, &mut alice, "/one.xml").await;
+    let two = subscribe(&bed, &mut alice, "/two.xml").await;
+    assert_eq!(one, format!("127.0.0.1-{port}@{GW}"));
+    assert_eq!(two, format!("127.0.0.1-{port}-2@{GW}"));
+    assert!(body(&alice.recv(WAIT, entry_from(&one)).await).starts_with("Uno"));
+    assert!(body(&alice.recv(WAIT, entry_from(&two)).await).starts_with("Dos"));
+
+    let list = command(&mut alice, "list").await;
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 2, "{list}");
+    for (jid, title, path) in [
+        (&one, "Feed One", "/one.xml"),
+        (&two, "Feed Two", "/two.xml"),
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(jid.as_str())
+                && l.contains(title)
+                && l.contains(&bed.web.url(path))),
+            "{jid} {title}: {list}"
+        );
+    }
+
+    // By JID: the contact unsubscribes both ways, so the roster no longer shares presence.
+    let roster_item = |roster: &Element, jid: &str| {
+        roster.child("query", "jabber:iq:roster").and_then(|q| {
+            q.elements()
+                .find(|i| i.attr("jid") == Some(jid))
+                .and_then(|i| i.attr("subscription"))
+                .map(str::to_owned)
+        })
+    };
+    let roster = alice
+        .iq("<iq type='get' id='ro0'><query xmlns='jabber:iq:roster'/></iq>")
+        .await;
+    assert_eq!(
+        roster_item(&roster, &one).as_deref(),
+        Some("from"),
+        "{roster}"
+    );
+    let answer = command(&mut alice, &format!("unsubscribe {one}")).await;
+    assert_eq!(answer, format!("Unsubscribed from {one}."));
+    let roster = alice
+        .iq("<iq type='get' id='ro1'><query xmlns='jabber:iq:roster'/></iq>")
+        .await;
+    assert!(
+        matches!(roster_item(&roster, &one).as_deref(), None | Some("none")),
+        "{roster}"
+    );
+    let list = command(&mut alice, "list").await;
+    assert!(!list.contains(&one) && list.contains(&two), "{list}");
+    let answer = command(&mut alice, &format!("unsubscribe {one}")).await;
+    assert!(
+        answer.contains(&format!("you do not follow {one}")),
+        "{answer}"
+    );
+
+    // Nothing more from the unfollowed feed: it is not polled while the other one is, and
+    // its new entry never comes while the other's does.
+    let polls = |path: &str| {
+        bed.web
+            .requests()
+            .iter()
+            .filter(|r| r.target == path)
+            .count()
+    };
+    let one_before = polls("/one.xml");
+    bed.web.route(
+        "/one.xml",
+        feed("Feed One", &[("o2", "Due"), ("o1", "Uno")]),
+    );
+    bed.web.route(
+        "/two.xml",
+        feed("Feed Two", &[("t2", "Tres"), ("t1", "Dos")]),
+    );
+    assert!(body(&alice.recv(WAIT, entry_from(&two)).await).starts_with("Tres"));
+    let two_seen = polls("/two.xml");
+    assert!(
+        bed.web
+            .wait_for(WAIT, |s| s
+                .requests
+                .iter()
+                .filter(|r| r.target == "/two.xml")
+                .count()
+                >= two_seen + 2)
+            .await,
+        "the other feed is still polled"
+    );
+    let one_after = polls("/one.xml");
+    assert!(
+        one_after <= one_before + 1,
+        "an unfollowed feed is not polled ({one_before} → {one_after})"
+    );
+    assert!(
+        !alice.backlog().iter().any(|e| body(e).contains("Due")),
+        "nothing from an unfollowed feed: {:?}",
+        alice.backlog()
+    );
+
+    // By the feed's address.
+    let answer = command(
+        &mut alice,
+        &format!("unsubscribe {}", bed.web.url("/two.xml")),
+    )
+    .await;
+    assert_eq!(answer, format!("Unsubscribed from {two}."));
+    let list = command(&mut alice, "list").await;
+    assert!(list.contains("You follow no feeds"), "{list}");
 }

@@ -360,16 +360,18 @@ impl Subscriptions for Follows {
         name: &str,
         value: &str,
     ) -> Result<(), BridgeError> {
-        match (name, value) {
+        // Any case, as the config's `delivery` is read.
+        let (key, choice) = (name.to_ascii_lowercase(), value.to_ascii_lowercase());
+        match (key.as_str(), choice.as_str()) {
             ("delivery", "chat") => self.0.store().set_delivery(account, false).await,
             ("delivery", "headline") => self.0.store().set_delivery(account, true).await,
-            ("delivery", other) => Err(BridgeError::new(
+            ("delivery", _) => Err(BridgeError::new(
                 ErrorKind::NotAcceptable,
-                format!("delivery is chat or headline, not {other}"),
+                format!("delivery is chat or headline, not {value}"),
             )),
-            (other, _) => Err(BridgeError::new(
+            _ => Err(BridgeError::new(
                 ErrorKind::NotAcceptable,
-                format!("unknown setting {other}; settings: delivery"),
+                format!("unknown setting {name}; settings: delivery"),
             )),
         }
     }
