@@ -2,8 +2,9 @@
 //! ferry with the real SMS bridge and SQLite, Twilio's API played by Prism validating every
 //! request against Twilio's own OpenAPI description, and webhooks signed as Twilio signs
 //! them. Registration by claiming a number, texts out with receipts from delivery reports,
-//! texts in (with MMS media served under /media), forged, repeated and 1,000 concurrent
-//! webhooks, STOP/START, the daily quota, and the errors of SPEC §4.
+//! texts in (with MMS media served under /media, and nothing under any other token or
+//! name), forged, repeated and 1,000 concurrent webhooks, STOP/START and their synonyms,
+//! the daily quota, and the errors of SPEC §4.
 
 mod common;
 
@@ -430,6 +431,20 @@ async fn register_send_receive_and_reports_through_prosody_and_prism() {
     let got = bed.web.get(&url).send().await.expect("media");
     assert_eq!(got.status().as_u16(), 200);
     assert_eq!(got.bytes().await.expect("bytes").as_ref(), PNG);
+    // Only that exact link serves it: another token, another name or none is 404.
+    let (dir, name) = url.rsplit_once('/').expect("/media/TOKEN/NAME");
+    let (media, token) = dir.rsplit_once('/').expect("/media/TOKEN");
+    let last = if token.ends_with('0') { "1" } else { "0" };
+    let other_token = format!("{}{last}", &token[..token.len() - 1]);
+    for wrong in [
+        format!("{media}/{other_token}/{name}"),
+        format!("{dir}/not-{name}"),
+        format!("{dir}/"),
+        format!("{media}/{token}x/{name}"),
+    ] {
+        let got = bed.web.get(&wrong).send().await.expect("media");
+        assert_eq!(got.status().as_u16(), 404, "{wrong}");
+    }
 
     // STOP: texts to that number are refused until START.
     bed.twilio_hook(
@@ -546,6 +561,88 @@ async fn a_burst_of_texts_stops_at_the_quota() {
         assert!(error_text(&e).contains("daily quota of 3 texts"), "{e}");
     }
     assert_eq!(stored, [1, 2, 3]);
+}
+
+/// A text from FRIEND to alice's number, once alice has it.
+async fn text_from_friend(bed: &Bed, alice: &mut Client, n: u32, text: &str) {
+    let sid = format!("SM{n:032x}");
+    let (status, _) = bed
+        .twilio_hook("inbound", &inbound(&sid, FRIEND, text), TOKEN)
+        .await;
+    assert_eq!(status, 200, "{text:?}");
+    let m = alice.recv(WAIT, chat_from(&contact(FRIEND))).await;
+    assert_eq!(body(&m).trim(), text.trim());
+}
+
+/// Sends a text from alice to FRIEND: `Ok` when ferry stored it for sending, else the
+/// error's condition and text.
+async fn text_to_friend(bed: &Bed, alice: &mut Client, id: &str) -> Result<(), String> {
+    alice
+        .send(&format!(
+            "<message type='chat' id='{id}' to='{}'><body>are you there?</body></message>",
+            contact(FRIEND)
+        ))
+        .await;
+    // A ping is a barrier: once answered, the text is stored or was refused.
+    let pong = alice
+        .iq(&format!(
+            "<iq type='get' id='ping-{id}' to='{GW}'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ))
+        .await;
+    assert_eq!(pong.attr("type"), Some("result"), "{pong}");
+    let stored = bed.ferry.store.outbox_by_stanza(id).await.expect("store");
+    if stored.is_some() {
+        return Ok(());
+    }
+    let e = alice.recv(WAIT, |e| e.attr("id") == Some(id)).await;
+    Err(format!(
+        "{} {}",
+        condition(&e).unwrap_or_default(),
+        error_text(&e)
+    ))
+}
+
+/// Every opt-out word of SPEC §4, in any case and with spaces around it, stops texts to
+/// the number that sent it; START and UNSTOP, in any case, let them through again. A
+/// sentence that merely contains such a word is just a text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_words_opt_out_and_start_words_opt_back_in() {
+    let bed = bed(0).await;
+    let mut alice = bed.login("alice").await;
+    let r = register(&mut alice, "ra", ALICE_NUMBER).await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+
+    text_from_friend(&bed, &mut alice, 1, "please stop by later").await;
+    assert_eq!(text_to_friend(&bed, &mut alice, "t-0").await, Ok(()));
+
+    let opted_out = Err("not-acceptable recipient opted out (STOP)".to_owned());
+    let words = [
+        ("STOPALL", "START"),
+        ("unsubscribe", "unstop"),
+        ("Cancel", "Start"),
+        (" end ", "UNSTOP"),
+        ("QuIt", "start"),
+        ("stop", "Unstop"),
+    ];
+    let mut n = 1;
+    for (stop, start) in words {
+        n += 1;
+        text_from_friend(&bed, &mut alice, n, stop).await;
+        let id = format!("after-{}", stop.trim());
+        assert_eq!(
+            text_to_friend(&bed, &mut alice, &id).await,
+            opted_out,
+            "after {stop:?}"
+        );
+        n += 1;
+        text_from_friend(&bed, &mut alice, n, start).await;
+        let id = format!("after-{stop}-{start}").replace(' ', "");
+        assert_eq!(
+            text_to_friend(&bed, &mut alice, &id).await,
+            Ok(()),
+            "after {stop:?} then {start:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
