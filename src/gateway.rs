@@ -381,6 +381,13 @@ impl Gateway {
 
     /// Finds (or creates, when the bridge can read it) the identity behind a localpart.
     pub async fn resolve_contact(&self, local: &str) -> Result<Identity, Condition> {
+        self.find_contact(local, true).await
+    }
+
+    /// As [`Gateway::resolve_contact`], but with `record` false an identity not in the
+    /// store yet is answered for without being stored (its id is 0): what strangers may
+    /// ask about must not grow the store.
+    async fn find_contact(&self, local: &str, record: bool) -> Result<Identity, Condition> {
         if let Some(id) = self.caches.get_identity(local) {
             return Ok(id);
         }
@@ -406,6 +413,15 @@ impl Gateway {
                 _ => Condition::ItemNotFound,
             });
         };
+        if !record {
+            return Ok(Identity {
+                id: 0,
+                bridge: self.kind,
+                remote_id: parsed.id.0,
+                localpart: local.to_owned(),
+                display: Some(parsed.display),
+            });
+        }
         self.ensure_identity(&parsed).await
     }
 
@@ -506,7 +522,9 @@ impl Gateway {
         let Some(payload) = st.payload() else {
             return self.reject(st, Condition::BadRequest, None).await;
         };
-        let identity = match self.resolve_contact(local).await {
+        let from = jid::bare(&st.from);
+        let stranger = !self.access.is_allowed(&from) && !self.access.is_admin(&from);
+        let identity = match self.find_contact(local, !stranger).await {
             Ok(i) => i,
             Err(cond) => return self.reject(st, cond, None).await,
         };
@@ -521,8 +539,12 @@ impl Gateway {
                             identity.display.as_deref().unwrap_or(&identity.remote_id),
                         ),
                 );
+                // Followable contacts (feeds) only talk: no receipts come from them.
+                let receipts = self.bridge.subscriptions().is_none();
                 for f in [ns::DISCO_INFO, ns::VCARD, ns::RECEIPTS, ns::PING] {
-                    q.push(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
+                    if f != ns::RECEIPTS || receipts {
+                        q.push(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
+                    }
                 }
                 Some(q)
             }

@@ -300,6 +300,12 @@ async fn contacts_answer_disco_info() {
             "{jid}: {features:?}"
         );
     }
+    // A feed only talks: it sends no receipts, so it does not claim to.
+    let (_, features) = disco(&disco_info(&mut alice, &feed).await);
+    assert!(
+        !features.iter().any(|f| f == "urn:xmpp:receipts"),
+        "{feed}: {features:?}"
+    );
 
     // The `%` alias of a mail address is the same contact.
     let alias = format!("bob.smith%example.com@{EMAIL}");

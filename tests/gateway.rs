@@ -614,3 +614,35 @@ async fn registration_required_is_an_auth_error() {
         "{r}"
     );
 }
+
+/// Strangers may ask a contact's disco#info (SPEC §4), but what they ask about is not
+/// recorded: only allowed users' contacts become identities in the store.
+#[tokio::test]
+async fn strangers_asking_about_contacts_do_not_grow_the_store() {
+    let mut h = harness(false).await;
+    h.recv(&format!(
+        "<iq type='get' id='s1' from='eve@elsewhere.net/x' to='carol@{DOMAIN}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+    ))
+    .await;
+    let r = h.next_where(|e| e.attr("id") == Some("s1")).await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let stored =
+        h.gw.store
+            .identity_by_localpart(BridgeKind::Rss, "carol")
+            .await
+            .expect("store");
+    assert!(stored.is_none(), "a stranger's question made {stored:?}");
+
+    h.recv(&format!(
+        "<iq type='get' id='a1' from='alice@example.org/x' to='carol@{DOMAIN}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+    ))
+    .await;
+    let r = h.next_where(|e| e.attr("id") == Some("a1")).await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let stored =
+        h.gw.store
+            .identity_by_localpart(BridgeKind::Rss, "carol")
+            .await
+            .expect("store");
+    assert!(stored.is_some(), "an allowed user's contact is recorded");
+}
