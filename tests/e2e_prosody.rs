@@ -30,30 +30,9 @@ struct Bed {
 async fn bed() -> Bed {
     let prosody = Prosody::start(&[(GW, SECRET)], &[("alice", "alice"), ("bob", "bob")]).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = Config::from_str_at(
-        &format!(
-            "[xmpp]\nhost = \"127.0.0.1\"\nport = {}\nallowed = [\"alice@localhost\"]\nadmins = [\"alice@localhost\"]\n[http]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://gw.example/ferry/\"\n[rss]\ndomain = \"{GW}\"\nsecret = \"{SECRET}\"\n",
-            prosody.component_port
-        ),
-        dir.path(),
-    )
-    .expect("config");
-    let store = Store::open(&cfg.database.url, Cipher::from_key([3; 32]))
-        .await
-        .expect("store");
-    store.migrate().await.expect("migrate");
+    let cfg = bed_config(&prosody, dir.path());
     let fake = FakeBridge::new(BridgeKind::Rss, true);
-    let ferry = app::start(
-        &cfg,
-        store,
-        vec![BridgeSpec {
-            domain: GW.into(),
-            secret: SECRET.into(),
-            bridge: Arc::new(fake.clone()),
-        }],
-    )
-    .await
-    .expect("ferry starts");
+    let ferry = start(&cfg, open_store(&cfg).await, &fake).await;
     let bed = Bed {
         prosody,
         ferry,
@@ -62,6 +41,41 @@ async fn bed() -> Bed {
     };
     bed.wait_linked(Duration::from_secs(20)).await;
     bed
+}
+
+/// The bed's config: alice may use the gateway and is its admin; HTTP on a free port.
+fn bed_config(prosody: &Prosody, dir: &std::path::Path) -> Config {
+    Config::from_str_at(
+        &format!(
+            "[xmpp]\nhost = \"127.0.0.1\"\nport = {}\nallowed = [\"alice@localhost\"]\nadmins = [\"alice@localhost\"]\n[http]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://gw.example/ferry/\"\n[rss]\ndomain = \"{GW}\"\nsecret = \"{SECRET}\"\n",
+            prosody.component_port
+        ),
+        dir,
+    )
+    .expect("config")
+}
+
+async fn open_store(cfg: &Config) -> Store {
+    let store = Store::open(&cfg.database.url, Cipher::from_key([3; 32]))
+        .await
+        .expect("store");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+/// Starts ferry with `fake` as the gateway's bridge.
+async fn start(cfg: &Config, store: Store, fake: &FakeBridge) -> Running {
+    app::start(
+        cfg,
+        store,
+        vec![BridgeSpec {
+            domain: GW.into(),
+            secret: SECRET.into(),
+            bridge: Arc::new(fake.clone()),
+        }],
+    )
+    .await
+    .expect("ferry starts")
 }
 
 impl Bed {
@@ -327,18 +341,8 @@ async fn events_a_bridge_hands_over_at_start_reach_registered_users() {
     let mut alice = client::login(prosody.c2s_port, "alice", "alice", "test").await;
     alice.send_presence().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = Config::from_str_at(
-        &format!(
-            "[xmpp]\nhost = \"127.0.0.1\"\nport = {}\nallowed = [\"alice@localhost\"]\n[rss]\ndomain = \"{GW}\"\nsecret = \"{SECRET}\"\n",
-            prosody.component_port
-        ),
-        dir.path(),
-    )
-    .expect("config");
-    let store = Store::open(&cfg.database.url, Cipher::from_key([3; 32]))
-        .await
-        .expect("store");
-    store.migrate().await.expect("migrate");
+    let cfg = bed_config(&prosody, dir.path());
+    let store = open_store(&cfg).await;
     let account = store
         .upsert_account(BridgeKind::Rss, "alice@localhost", &Default::default())
         .await
@@ -353,17 +357,7 @@ async fn events_a_bridge_hands_over_at_start_reach_registered_users() {
             ..Default::default()
         }),
     );
-    let ferry = app::start(
-        &cfg,
-        store,
-        vec![BridgeSpec {
-            domain: GW.into(),
-            secret: SECRET.into(),
-            bridge: Arc::new(fake.clone()),
-        }],
-    )
-    .await
-    .expect("ferry starts");
+    let ferry = start(&cfg, store, &fake).await;
     let from = format!("carol@{GW}");
     let msg = alice
         .recv(Duration::from_secs(20), |e| {
