@@ -78,6 +78,17 @@ async fn start(cfg: &Config, store: Store, fake: &FakeBridge) -> Running {
     .expect("ferry starts")
 }
 
+/// Registers with the password the fake accepts.
+async fn register(c: &mut Client) {
+    let r = c
+        .iq(&format!(
+            "<iq type='set' id='r1' to='{GW}'>{}</iq>",
+            REGISTER_FORM.replace("PASSWORD", "pw")
+        ))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+}
+
 impl Bed {
     async fn wait_linked(&self, within: Duration) {
         let gw = self.ferry.gateway(BridgeKind::Rss).expect("gateway");
@@ -151,13 +162,7 @@ async fn discover_register_prompt_and_message_with_receipt() {
         ))
         .await;
     assert_eq!(condition(&r).as_deref(), Some("not-authorized"), "{r}");
-    let r = alice
-        .iq(&format!(
-            "<iq type='set' id='r1' to='{GW}'>{}</iq>",
-            REGISTER_FORM.replace("PASSWORD", "pw")
-        ))
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    register(&mut alice).await;
     let sub = alice
         .recv(Duration::from_secs(10), |e| {
             e.name == "presence"
@@ -256,13 +261,7 @@ async fn users_outside_allowed_are_forbidden() {
 async fn an_answered_ping_proves_earlier_messages_are_stored() {
     let bed = bed().await;
     let mut alice = bed.login("alice").await;
-    let r = alice
-        .iq(&format!(
-            "<iq type='set' id='r1' to='{GW}'>{}</iq>",
-            REGISTER_FORM.replace("PASSWORD", "pw")
-        ))
-        .await;
-    assert_eq!(r.attr("type"), Some("result"));
+    register(&mut alice).await;
     // Take the session down so nothing is delivered: rows must stay in the outbox.
     let gw = bed.ferry.gateway(BridgeKind::Rss).expect("gateway");
     let account = bed
@@ -375,13 +374,7 @@ async fn events_a_bridge_hands_over_at_start_reach_registered_users() {
 async fn a_graceful_stop_delivers_the_receipts_of_sends_in_flight() {
     let bed = bed().await;
     let mut alice = bed.login("alice").await;
-    let r = alice
-        .iq(&format!(
-            "<iq type='set' id='r1' to='{GW}'>{}</iq>",
-            REGISTER_FORM.replace("PASSWORD", "pw")
-        ))
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    register(&mut alice).await;
     let contact = format!("slow.bob@{GW}");
     alice
         .send(&format!("<message type='chat' id='late-1' to='{contact}'><body>sent while stopping</body><request xmlns='urn:xmpp:receipts'/></message>"))
