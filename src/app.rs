@@ -22,14 +22,15 @@ pub struct BridgeSpec {
     pub bridge: Arc<dyn Bridge>,
 }
 
-/// Why ferry could not start or had to stop.
+/// Why ferry could not start or had to stop. The messages leave out their sources, which
+/// `{:#}` prints after them (once).
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("database: {0}")]
+    #[error("database")]
     Store(#[from] StoreError),
-    #[error("{0}")]
+    #[error(transparent)]
     Link(#[from] LinkError),
-    #[error("http: cannot listen on {addr}: {source}")]
+    #[error("http: cannot listen on {addr}")]
     Http {
         addr: SocketAddr,
         source: std::io::Error,

@@ -105,3 +105,53 @@ fn migrate_creates_the_database_and_a_private_key_file() {
     let out = ferry(dir.path(), None, &["migrate"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// A component secret the server refuses stops `ferry run` with exit status 2 and says so
+/// once on stderr (SPEC §1: a runtime failure that retrying will not fix).
+#[test]
+fn run_exits_2_when_the_server_refuses_the_secret() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    // A server that reads the handshake and refuses it.
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("ferry connects");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .expect("timeout");
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        let mut greeted = false;
+        while !String::from_utf8_lossy(&seen).contains("</handshake>") {
+            let n = s.read(&mut buf).expect("read from ferry");
+            assert!(n > 0, "ferry closed before its handshake");
+            seen.extend_from_slice(&buf[..n]);
+            if !greeted && String::from_utf8_lossy(&seen).contains("<stream:stream") {
+                greeted = true;
+                s.write_all(b"<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' from='rss.example.org' id='cli-1'>").expect("greet");
+            }
+        }
+        s.write_all(b"<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>").expect("refuse");
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("ferry.toml"),
+        format!("[xmpp]\nport = {port}\nallowed = [\"example.org\"]\n[rss]\ndomain = \"rss.example.org\"\nsecret = \"wrong\"\n"),
+    )
+    .expect("config");
+    let out = ferry(dir.path(), None, &["run"]);
+    server.join().expect("server thread");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    let said = err
+        .lines()
+        .filter(|l| l.starts_with("ferry: "))
+        .collect::<Vec<_>>();
+    assert_eq!(said.len(), 1, "{err}");
+    assert!(said[0].contains("secret"), "{err}");
+    // Said once: the reason is not repeated by its own source.
+    let reason = said[0].trim_start_matches("ferry: ");
+    assert!(
+        !reason.contains(&format!("{reason}: {reason}")) && reason.matches("secret").count() == 1,
+        "{reason}"
+    );
+}
