@@ -3,7 +3,8 @@
 //! site's page) and by chat command, the first entries, a new entry, a refused feed,
 //! `list`/`export`, vCard and probe, and unsubscribing (by presence and by command) after
 //! which nothing more arrives; `headline` delivery from the config and the `settings`
-//! command changing it.
+//! command changing it, a feed's own delivery (`settings delivery JID headline`), and
+//! quiet hours (`settings quiet HH:MM-HH:MM`, UTC) holding entries until they are off.
 
 mod common;
 
@@ -565,6 +566,141 @@ async fn delivery_is_headline_by_config_and_the_users_choice_by_settings() {
         Some("Fourth"),
         "{m}"
     );
+}
+
+/// `settings delivery JID headline` gives one feed its own delivery, which beats the
+/// user's default (by chat, and by the ad-hoc command's field); `settings` lists it with
+/// the quiet hours; `settings quiet` takes a UTC range (one that wraps midnight too) and
+/// refuses a bad one with a reason; entries that come in quiet hours are held, not lost,
+/// and arrive when the user turns them off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feeds_own_delivery_and_quiet_hours_by_settings() {
+    let bed = bed().await;
+    let feed = |title: &str, items: &[(&str, &str)]| {
+        Route::ok(rss(title, items)).header("Content-Type", "application/rss+xml")
+    };
+    bed.web.route("/a.xml", feed("Feed A", &[("a1", "Apple")]));
+    bed.web.route("/b.xml", feed("Feed B", &[("b1", "Banana")]));
+    let mut alice = login(&bed).await;
+    let a = subscribe(&bed, &mut alice, "/a.xml").await;
+    let b = subscribe(&bed, &mut alice, "/b.xml").await;
+    for jid in [&a, &b] {
+        let m = alice.recv(WAIT, entry_from(jid)).await;
+        assert_eq!(m.attr("type"), Some("chat"), "the default: {m}");
+    }
+
+    // A's own delivery, by its JID; the user's default stays chat.
+    let answer = command(&mut alice, &format!("settings delivery {a} headline")).await;
+    assert_eq!(answer, format!("delivery of {a} is now headline."));
+    let shown = command(&mut alice, "settings").await;
+    for line in [
+        "delivery = chat (chat | headline)".to_owned(),
+        "quiet = off (HH:MM-HH:MM in UTC | off)".to_owned(),
+        format!("delivery {a} = headline (chat | headline | default)"),
+    ] {
+        assert!(shown.lines().any(|l| l == line), "{line:?} in {shown}");
+    }
+    assert!(!shown.contains(&b), "{shown}");
+    bed.web.route(
+        "/a.xml",
+        feed("Feed A", &[("a2", "Apricot"), ("a1", "Apple")]),
+    );
+    bed.web.route(
+        "/b.xml",
+        feed("Feed B", &[("b2", "Blueberry"), ("b1", "Banana")]),
+    );
+    let m = alice.recv(WAIT, entry_from(&a)).await;
+    assert_eq!(m.attr("type"), Some("headline"), "A's own: {m}");
+    assert_eq!(
+        m.child_text("subject", NS_CLIENT).as_deref(),
+        Some("Apricot")
+    );
+    let m = alice.recv(WAIT, entry_from(&b)).await;
+    assert_eq!(m.attr("type"), Some("chat"), "the default: {m}");
+    assert!(body(&m).starts_with("Blueberry"), "{m}");
+
+    // A feed nobody follows, and a word that is no delivery, are refused.
+    let answer = command(
+        &mut alice,
+        &format!("settings delivery {} headline", bed.web.url("/c.xml")),
+    )
+    .await;
+    assert!(answer.contains("you do not follow"), "{answer}");
+    let answer = command(&mut alice, &format!("settings delivery {b} loud")).await;
+    assert!(
+        answer.contains("a feed's delivery is chat, headline or default, not loud"),
+        "{answer}"
+    );
+
+    // By the ad-hoc command: the `delivery` field takes `JID VALUE` too (here by address).
+    let r = alice
+        .iq(&format!("<iq type='set' id='s1' to='{GW}'><command xmlns='http://jabber.org/protocol/commands' node='settings' action='execute'><x xmlns='jabber:x:data' type='submit'><field var='delivery'><value>{} headline</value></field></x></command></iq>", bed.web.url("/b.xml")))
+        .await;
+    assert!(
+        client::client_xml(&r).contains(&format!("delivery of {b} is now headline")),
+        "{r}"
+    );
+
+    // Quiet hours: bad ranges are refused with the reason.
+    let answer = command(&mut alice, "settings quiet 25:00-07:00").await;
+    assert!(answer.contains("25:00 is not a time of day"), "{answer}");
+    let answer = command(&mut alice, "settings quiet tonight").await;
+    assert!(
+        answer.contains("quiet hours are HH:MM-HH:MM in UTC (e.g. 22:00-07:00), or off"),
+        "{answer}"
+    );
+    let answer = command(&mut alice, "settings quiet 23:00-06:30").await;
+    assert_eq!(answer, "quiet is now 23:00-06:30 UTC.");
+
+    // Quiet hours around now (UTC): a new entry is held, not sent, while A is polled on.
+    let now_min = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        / 60)
+        % 1440;
+    let hhmm = |m: u64| format!("{:02}:{:02}", m / 60, m % 60);
+    let range = format!(
+        "{}-{}",
+        hhmm((now_min + 1440 - 60) % 1440),
+        hhmm((now_min + 60) % 1440)
+    );
+    let answer = command(&mut alice, &format!("settings quiet {range}")).await;
+    assert_eq!(answer, format!("quiet is now {range} UTC."));
+    let polls = |r: &[server::Request]| r.iter().filter(|r| r.target == "/a.xml").count();
+    let seen = polls(&bed.web.requests());
+    bed.web.route(
+        "/a.xml",
+        feed(
+            "Feed A",
+            &[("a3", "Avocado"), ("a2", "Apricot"), ("a1", "Apple")],
+        ),
+    );
+    // Two polls later the first one that saw it has been handled; the answer to a command
+    // sent after that comes behind anything the gateway sent before it.
+    assert!(
+        bed.web
+            .wait_for(WAIT, |s| polls(&s.requests) >= seen + 3)
+            .await,
+        "A is still polled"
+    );
+    let shown = command(&mut alice, "settings").await;
+    assert!(
+        shown
+            .lines()
+            .any(|l| l == format!("quiet = {range} UTC (HH:MM-HH:MM in UTC | off)")),
+        "{shown}"
+    );
+    assert!(shown.contains("Quiet hours are in UTC"), "{shown}");
+    assert!(
+        !alice.backlog().iter().any(|e| body(e).contains("Avocado")),
+        "held in quiet hours: {:?}",
+        alice.backlog()
+    );
+    let answer = command(&mut alice, "settings quiet off").await;
+    assert_eq!(answer, "quiet is now off.");
+    let m = alice.recv(WAIT, entry_from(&a)).await;
+    assert!(body(&m).starts_with("Avocado"), "released: {m}");
 }
 
 /// `list` names each followed feed's JID, title and address; `unsubscribe` takes a JID or

@@ -209,6 +209,7 @@ on_both_backends!(
     concurrent_claimers_never_share_a_row,
     kv_round_trip,
     feed_store_lifecycle,
+    feed_settings_and_held_entries,
     concurrent_feed_claimers_never_share_a_feed,
     sms_store_lifecycle,
     email_store_lifecycle,
@@ -683,6 +684,155 @@ async fn feed_store_lifecycle(db: &TestDb) {
     assert!(s.feed(feed).await.expect("feed").is_none());
 }
 
+/// A subscription's own delivery beats the user's default (also when they subscribe
+/// again), quiet hours reach the subscribers, and entries held for a subscription come
+/// back in order, are forgotten once released, and go with the subscription.
+async fn feed_settings_and_held_entries(db: &TestDb) {
+    use ferry_rss::engine::{FeedStore, QuietHours, StoredEntry};
+    let s = db.migrated().await;
+    let alice = s
+        .upsert_account(BridgeKind::Rss, "alice@example.org", &Credentials::new())
+        .await
+        .expect("alice");
+    let bob = s
+        .upsert_account(BridgeKind::Rss, "bob@example.org", &Credentials::new())
+        .await
+        .expect("bob");
+    let (a, b) = ("https://a.example/feed", "https://b.example/feed");
+    for feed in [a, b] {
+        s.subscribe(alice, feed, false, 1_000)
+            .await
+            .expect("subscribe");
+    }
+    s.subscribe(bob, a, false, 1_000).await.expect("subscribe");
+    let headline_of = async |account: AccountId, feed: &str| {
+        s.subscribers(feed)
+            .await
+            .expect("subscribers")
+            .into_iter()
+            .find(|x| x.account == account)
+            .expect("subscribed")
+            .headline
+    };
+
+    // A's own delivery: headline, whatever the user's default says.
+    assert!(
+        s.set_feed_delivery(alice, a, Some(true), true)
+            .await
+            .expect("own")
+    );
+    assert!(
+        !s.set_feed_delivery(alice, "https://c.example/feed", Some(true), true)
+            .await
+            .expect("not followed"),
+        "no subscription, nothing set"
+    );
+    assert_eq!(
+        s.feed_deliveries(alice).await.expect("list"),
+        vec![(a.to_owned(), true)]
+    );
+    assert!(s.feed_deliveries(bob).await.expect("list").is_empty());
+    assert!(headline_of(alice, a).await);
+    assert!(!headline_of(bob, a).await, "bob's subscription is his own");
+    s.set_delivery(alice, false).await.expect("default chat");
+    assert!(headline_of(alice, a).await, "the feed's own delivery stays");
+    assert!(!headline_of(alice, b).await);
+    s.set_delivery(alice, true).await.expect("default headline");
+    assert!(headline_of(alice, b).await, "the default moves the others");
+    s.set_feed_delivery(alice, a, Some(false), false)
+        .await
+        .expect("own chat");
+    assert!(!headline_of(alice, a).await);
+    // Subscribing again (pending again) keeps the feed's own delivery.
+    s.subscribe(alice, a, true, 2_000).await.expect("again");
+    assert!(!headline_of(alice, a).await, "still its own chat");
+    assert_eq!(
+        s.feed_deliveries(alice).await.expect("list"),
+        vec![(a.to_owned(), false)]
+    );
+    // Back to the default.
+    s.set_feed_delivery(alice, a, None, true)
+        .await
+        .expect("default");
+    assert!(headline_of(alice, a).await);
+    assert!(s.feed_deliveries(alice).await.expect("list").is_empty());
+    s.subscribe(alice, a, false, 3_000).await.expect("again");
+    assert!(!headline_of(alice, a).await, "the default decides again");
+
+    // Quiet hours: per user, seen by every subscription of theirs.
+    assert_eq!(s.quiet(alice).await.expect("quiet"), None);
+    let night = QuietHours::parse("22:00-07:00").expect("parse");
+    s.set_quiet(alice, Some(night)).await.expect("set quiet");
+    assert_eq!(s.quiet(alice).await.expect("quiet"), Some(night));
+    let quiet_of = |subs: Vec<ferry_rss::engine::Subscriber>, who: AccountId| {
+        subs.into_iter()
+            .find(|x| x.account == who)
+            .expect("subscribed")
+            .quiet
+    };
+    assert_eq!(
+        quiet_of(s.subscribers(a).await.expect("subs"), alice),
+        Some(night)
+    );
+    assert_eq!(quiet_of(s.subscribers(a).await.expect("subs"), bob), None);
+
+    // Held entries: in order, per subscription, forgotten once released.
+    let entry = |key: &str| StoredEntry {
+        key: key.to_owned(),
+        title: Some(format!("Title {key}")),
+        link: Some(format!("https://a.example/{key}")),
+        body: format!("Body {key}"),
+    };
+    assert!(s.held_subscriptions().await.expect("none").is_empty());
+    s.hold(alice, a, &[entry("1"), entry("2")], 5_000)
+        .await
+        .expect("hold");
+    s.hold(alice, a, &[entry("3")], 6_000).await.expect("hold");
+    s.hold(bob, a, &[entry("1")], 5_000).await.expect("hold");
+    s.hold(alice, "https://c.example/feed", &[entry("x")], 5_000)
+        .await
+        .expect("nothing held for a feed not followed");
+    let held = s.held_subscriptions().await.expect("held subs");
+    assert_eq!(held.len(), 2, "{held:?}");
+    let (feed, sub) = &held[0];
+    assert_eq!((feed.as_str(), sub.account), (a, alice.min(bob)));
+    let alices = held
+        .iter()
+        .find(|(_, x)| x.account == alice)
+        .expect("alice's");
+    assert_eq!(alices.1.quiet, Some(night));
+    let got = s.held(alice, a, 10).await.expect("held");
+    assert_eq!(
+        got.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(),
+        vec![entry("1"), entry("2"), entry("3")]
+    );
+    assert!(
+        got.windows(2).all(|w| w[0].0 < w[1].0),
+        "ids keep the order"
+    );
+    assert_eq!(s.held(alice, a, 2).await.expect("held").len(), 2);
+    // Released up to the second: the third stays.
+    s.release(alice, a, got[1].0).await.expect("release");
+    assert_eq!(
+        s.held(alice, a, 10).await.expect("held"),
+        vec![got[2].clone()]
+    );
+    assert_eq!(s.held(bob, a, 10).await.expect("bob's").len(), 1);
+    // They go with the subscription (and the account).
+    assert!(s.unsubscribe(alice, a).await.expect("unsubscribe"));
+    assert!(s.held(alice, a, 10).await.expect("held").is_empty());
+    assert!(
+        s.remove_account(BridgeKind::Rss, "bob@example.org")
+            .await
+            .expect("remove")
+    );
+    assert!(s.held_subscriptions().await.expect("held").is_empty());
+
+    s.set_quiet(alice, None).await.expect("off");
+    assert_eq!(s.quiet(alice).await.expect("quiet"), None);
+    assert_eq!(quiet_of(s.subscribers(b).await.expect("subs"), alice), None);
+}
+
 async fn concurrent_feed_claimers_never_share_a_feed(db: &TestDb) {
     use ferry_rss::engine::FeedStore;
     let s = db.migrated().await;
@@ -766,7 +916,8 @@ async fn migrations_are_idempotent(db: &TestDb) {
             "0002_feeds".to_owned(),
             "0003_sms".to_owned(),
             "0004_email".to_owned(),
-            "0005_lean_indexes".to_owned()
+            "0005_lean_indexes".to_owned(),
+            "0006_feed_settings".to_owned()
         ]
     );
     assert!(store.migrate().await.expect("second migrate").is_empty());
@@ -786,7 +937,8 @@ async fn migrations_are_idempotent(db: &TestDb) {
             (2, "0002_feeds".to_owned()),
             (3, "0003_sms".to_owned()),
             (4, "0004_email".to_owned()),
-            (5, "0005_lean_indexes".to_owned())
+            (5, "0005_lean_indexes".to_owned()),
+            (6, "0006_feed_settings".to_owned())
         ]
     );
 }
@@ -888,7 +1040,10 @@ async fn upgrading_keeps_outbox_rows_ids_and_mappings(db: &TestDb) {
 
     assert_eq!(
         s.migrate().await.expect("upgrade"),
-        vec!["0005_lean_indexes".to_owned()]
+        vec![
+            "0005_lean_indexes".to_owned(),
+            "0006_feed_settings".to_owned()
+        ]
     );
     let pending = stored(&s, ids[0]).await;
     assert_eq!(pending.state, OutboxState::Pending);
@@ -934,7 +1089,8 @@ async fn concurrent_migrations_apply_once(db: &TestDb) {
             "0002_feeds".to_owned(),
             "0003_sms".to_owned(),
             "0004_email".to_owned(),
-            "0005_lean_indexes".to_owned()
+            "0005_lean_indexes".to_owned(),
+            "0006_feed_settings".to_owned()
         ]
     );
     let store = db.store().await;
@@ -1890,7 +2046,7 @@ async fn sqlite_in_memory_works() {
     let s = Store::open("sqlite::memory:", Cipher::from_key(KEY))
         .await
         .expect("open");
-    assert_eq!(s.migrate().await.expect("migrate").len(), 5);
+    assert_eq!(s.migrate().await.expect("migrate").len(), 6);
     let id = s
         .upsert_account(BridgeKind::Rss, "a@example.org", &creds(&[("k", "v")]))
         .await

@@ -166,23 +166,106 @@ impl Gateway {
             "export" => {
                 out = subs.export(account).await.map_err(refused)?;
             }
-            "settings" => {
-                let mut words = args.split_whitespace();
-                if let (Some(name), Some(value)) = (words.next(), words.next()) {
-                    subs.set_setting(account, name, value)
-                        .await
-                        .map_err(refused)?;
-                    let _ = writeln!(out, "{name} is now {value}.");
-                } else {
-                    for (name, value, allowed) in subs.settings(account).await.map_err(refused)? {
-                        let _ = writeln!(out, "{name} = {value} ({})", allowed.join(" | "));
-                    }
-                    out.push_str("Change one with: settings NAME VALUE");
-                }
-            }
+            "settings" => out = self.settings_command(&*subs, account, args).await?,
             _ => return Err((Condition::ItemNotFound, None)),
         }
         Ok(out.trim_end().to_owned())
+    }
+
+    /// `settings`: lists the user's settings (a contact's own one names its JID);
+    /// `settings NAME VALUE` changes one; `settings NAME JID VALUE` changes a contact's own
+    /// (the bridge hears `NAME REMOTE-ID`), e.g. `settings delivery xkcd.com@… headline`.
+    async fn settings_command(
+        &self,
+        subs: &dyn Subscriptions,
+        account: AccountId,
+        args: &str,
+    ) -> Result<String, Reply> {
+        const USAGE: &str = "usage: settings, settings NAME VALUE, or settings NAME JID VALUE \
+             (e.g. settings delivery headline, settings quiet 22:00-07:00, \
+             settings delivery JID chat)";
+        let mut out = String::new();
+        let words: Vec<&str> = args.split_whitespace().collect();
+        match words.as_slice() {
+            [] => {
+                for (name, value, allowed) in subs.settings(account).await.map_err(refused)? {
+                    let name = self.setting_name(&name).await;
+                    let _ = writeln!(out, "{name} = {value} ({})", allowed.join(" | "));
+                }
+                out.push_str(
+                    "Change one with: settings NAME VALUE, or for one feed: \
+                     settings delivery JID chat|headline|default. \
+                     Quiet hours are in UTC (ferry does not know your time zone).",
+                );
+            }
+            [name, value] => {
+                subs.set_setting(account, name, value)
+                    .await
+                    .map_err(refused)?;
+                let now = self.setting_value(subs, account, name).await;
+                let _ = write!(out, "{name} is now {}.", now.as_deref().unwrap_or(value));
+            }
+            [name, target, value] => {
+                let identity = self.identity_named(target).await?;
+                let contact = self.contact_jid(&identity);
+                let follows = subs.following(account).await.map_err(refused)?;
+                if !follows
+                    .iter()
+                    .any(|f| f.contact.as_str() == identity.remote_id)
+                {
+                    return Err((
+                        Condition::ItemNotFound,
+                        Some(format!("you do not follow {contact}")),
+                    ));
+                }
+                let own = format!("{} {}", name.to_ascii_lowercase(), identity.remote_id);
+                subs.set_setting(account, &own, value)
+                    .await
+                    .map_err(refused)?;
+                let _ = match self.setting_value(subs, account, &own).await {
+                    Some(v) => write!(out, "{name} of {contact} is now {v}."),
+                    None => {
+                        let default = self.setting_value(subs, account, name).await;
+                        write!(
+                            out,
+                            "{name} of {contact} now follows your default ({}).",
+                            default.as_deref().unwrap_or("unknown")
+                        )
+                    }
+                };
+            }
+            _ => return Err((Condition::BadRequest, Some(USAGE.to_owned()))),
+        }
+        Ok(out)
+    }
+
+    /// The value of setting `name` (any case) as the bridge lists it now.
+    async fn setting_value(
+        &self,
+        subs: &dyn Subscriptions,
+        account: AccountId,
+        name: &str,
+    ) -> Option<String> {
+        let all = subs.settings(account).await.ok()?;
+        all.into_iter()
+            .find(|(n, _, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v, _)| v)
+    }
+
+    /// A listed setting's name, with a contact's remote id (`delivery URL`) shown as the
+    /// contact's JID.
+    async fn setting_name(&self, name: &str) -> String {
+        let Some((base, remote)) = name.split_once(' ') else {
+            return name.to_owned();
+        };
+        let jid = match self.bridge.parse_address(remote) {
+            Ok(p) => match self.ensure_identity(&p).await {
+                Ok(i) => self.contact_jid(&i),
+                Err(_) => remote.to_owned(),
+            },
+            Err(_) => remote.to_owned(),
+        };
+        format!("{base} {jid}")
     }
 
     /// The contact a user means by a JID (`slug@gateway`), a bare localpart, or an address.

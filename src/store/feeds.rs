@@ -1,13 +1,15 @@
 //! The RSS bridge's tables (`feeds`, `feed_subscriptions`, `feed_entries`) behind the
 //! engine's [`FeedStore`]: feed rows with their schedule and validators, leased to one
 //! poller at a time, subscriptions (pending until confirmed), and the entry keys each feed
-//! has shown, recorded in the same transaction as the feed row.
+//! has shown, recorded in the same transaction as the feed row. A subscription may have a
+//! delivery of its own (`feed_subscriptions.delivery`); the user's default delivery and
+//! quiet hours are kv values; entries held during quiet hours wait in `feed_held`.
 
 use std::collections::HashSet;
 
 use async_trait::async_trait;
 use ferry_bridge_api::{AccountId, BridgeError};
-use ferry_rss::engine::{FeedRecord, FeedStore, Subscriber};
+use ferry_rss::engine::{FeedRecord, FeedStore, QuietHours, StoredEntry, Subscriber};
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
@@ -56,6 +58,25 @@ fn bridge_err(e: StoreError) -> BridgeError {
 }
 
 const DELIVERY_SCOPE: &str = "rss.delivery";
+/// The user's quiet hours (`22:00-07:00`, UTC), keyed by account id.
+const QUIET_SCOPE: &str = "rss.quiet";
+
+/// A subscriber as `SUBSCRIBER_COLUMNS` from `feed_subscriptions s` and the `kv q` of
+/// their quiet hours read it.
+fn subscriber_from(row: &AnyRow) -> Result<Subscriber, StoreError> {
+    let quiet: Option<String> = row.try_get("quiet")?;
+    Ok(Subscriber {
+        account: AccountId(row.try_get("account_id")?),
+        headline: get_bool(row, "headline")?,
+        pending: get_bool(row, "pending")?,
+        quiet: quiet.and_then(|q| QuietHours::parse(&q).ok()),
+    })
+}
+
+const SUBSCRIBER_COLUMNS: &str = "s.account_id, s.headline, s.pending, q.value AS quiet";
+/// Joins each subscription `s` with its user's quiet hours `q` (scope [`QUIET_SCOPE`]).
+const QUIET_JOIN: &str =
+    "LEFT JOIN kv q ON q.scope = 'rss.quiet' AND q.key = CAST(s.account_id AS TEXT)";
 
 impl Store {
     async fn feed_row(&self, feed: &str) -> Result<Option<FeedRecord>, StoreError> {
@@ -88,7 +109,10 @@ impl Store {
             "INSERT INTO feed_subscriptions (account_id, feed, headline, pending, created_at_ms)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (account_id, feed)
-             DO UPDATE SET pending = excluded.pending, headline = excluded.headline",
+             DO UPDATE SET pending = excluded.pending,
+                 headline = CASE WHEN feed_subscriptions.delivery IS NULL
+                                 THEN excluded.headline
+                                 ELSE feed_subscriptions.delivery = 'headline' END",
         )
         .bind(account.0)
         .bind(feed)
@@ -256,22 +280,16 @@ impl FeedStore for Store {
     }
 
     async fn subscribers(&self, feed: &str) -> Result<Vec<Subscriber>, BridgeError> {
-        let rows = sqlx::query(
-            "SELECT account_id, headline, pending FROM feed_subscriptions WHERE feed = $1
-             ORDER BY account_id",
-        )
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SUBSCRIBER_COLUMNS} FROM feed_subscriptions s {QUIET_JOIN}
+             WHERE s.feed = $1 ORDER BY s.account_id"
+        )))
         .bind(feed)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| bridge_err(e.into()))?;
         rows.iter()
-            .map(|row| {
-                Ok(Subscriber {
-                    account: AccountId(row.try_get("account_id")?),
-                    headline: get_bool(row, "headline")?,
-                    pending: get_bool(row, "pending")?,
-                })
-            })
+            .map(subscriber_from)
             .collect::<Result<Vec<_>, StoreError>>()
             .map_err(bridge_err)
     }
@@ -381,9 +399,164 @@ impl FeedStore for Store {
         self.kv_set(DELIVERY_SCOPE, &account.0.to_string(), value)
             .await
             .map_err(bridge_err)?;
-        sqlx::query("UPDATE feed_subscriptions SET headline = $2 WHERE account_id = $1")
+        sqlx::query(
+            "UPDATE feed_subscriptions SET headline = $2
+             WHERE account_id = $1 AND delivery IS NULL",
+        )
+        .bind(account.0)
+        .bind(headline)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| bridge_err(e.into()))?;
+        Ok(())
+    }
+
+    async fn set_feed_delivery(
+        &self,
+        account: AccountId,
+        feed: &str,
+        choice: Option<bool>,
+        headline: bool,
+    ) -> Result<bool, BridgeError> {
+        let choice = choice.map(|h| if h { "headline" } else { "chat" });
+        let done = sqlx::query(
+            "UPDATE feed_subscriptions SET delivery = $3, headline = $4
+             WHERE account_id = $1 AND feed = $2",
+        )
+        .bind(account.0)
+        .bind(feed)
+        .bind(choice)
+        .bind(headline)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| bridge_err(e.into()))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn feed_deliveries(
+        &self,
+        account: AccountId,
+    ) -> Result<Vec<(String, bool)>, BridgeError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT feed, delivery FROM feed_subscriptions
+             WHERE account_id = $1 AND delivery IS NOT NULL ORDER BY feed",
+        )
+        .bind(account.0)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| bridge_err(e.into()))?;
+        Ok(rows
+            .into_iter()
+            .map(|(feed, d)| (feed, d == "headline"))
+            .collect())
+    }
+
+    async fn quiet(&self, account: AccountId) -> Result<Option<QuietHours>, BridgeError> {
+        let v = self
+            .kv_get(QUIET_SCOPE, &account.0.to_string())
+            .await
+            .map_err(bridge_err)?;
+        Ok(v.and_then(|v| QuietHours::parse(&v).ok()))
+    }
+
+    async fn set_quiet(
+        &self,
+        account: AccountId,
+        quiet: Option<QuietHours>,
+    ) -> Result<(), BridgeError> {
+        let key = account.0.to_string();
+        match quiet {
+            Some(q) => self.kv_set(QUIET_SCOPE, &key, &q.to_string()).await,
+            None => self.kv_delete(QUIET_SCOPE, &key).await.map(|_| ()),
+        }
+        .map_err(bridge_err)
+    }
+
+    async fn hold(
+        &self,
+        account: AccountId,
+        feed: &str,
+        entries: &[StoredEntry],
+        now_ms: i64,
+    ) -> Result<(), BridgeError> {
+        let run = async {
+            let mut tx = self.begin_write().await?;
+            // In order, so ids keep it; nothing for a subscription that is gone.
+            for e in entries {
+                sqlx::query(
+                    "INSERT INTO feed_held (account_id, feed, entry, held_at_ms)
+                     SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM feed_subscriptions
+                         WHERE account_id = $1 AND feed = $2)",
+                )
+                .bind(account.0)
+                .bind(feed)
+                .bind(e.to_json())
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok::<(), StoreError>(())
+        };
+        run.await.map_err(bridge_err)
+    }
+
+    async fn held_subscriptions(&self) -> Result<Vec<(String, Subscriber)>, BridgeError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT s.feed, {SUBSCRIBER_COLUMNS}
+             FROM (SELECT DISTINCT account_id, feed FROM feed_held) h
+             JOIN feed_subscriptions s ON s.account_id = h.account_id AND s.feed = h.feed
+             {QUIET_JOIN}
+             ORDER BY s.account_id, s.feed"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| bridge_err(e.into()))?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("feed")?, subscriber_from(row)?)))
+            .collect::<Result<Vec<_>, StoreError>>()
+            .map_err(bridge_err)
+    }
+
+    async fn held(
+        &self,
+        account: AccountId,
+        feed: &str,
+        limit: usize,
+    ) -> Result<Vec<(i64, StoredEntry)>, BridgeError> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, entry FROM feed_held WHERE account_id = $1 AND feed = $2
+             ORDER BY id LIMIT $3",
+        )
+        .bind(account.0)
+        .bind(feed)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| bridge_err(e.into()))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, text) in rows {
+            match StoredEntry::from_json(&text) {
+                Some(e) => out.push((id, e)),
+                None => {
+                    // Never readable, so never sent: dropped rather than blocking the rest.
+                    tracing::warn!(id, %feed, "feeds: a held entry is unreadable; dropped");
+                    sqlx::query("DELETE FROM feed_held WHERE id = $1")
+                        .bind(id)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(|e| bridge_err(e.into()))?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn release(&self, account: AccountId, feed: &str, up_to: i64) -> Result<(), BridgeError> {
+        sqlx::query("DELETE FROM feed_held WHERE account_id = $1 AND feed = $2 AND id <= $3")
             .bind(account.0)
-            .bind(headline)
+            .bind(feed)
+            .bind(up_to)
             .execute(&self.pool)
             .await
             .map_err(|e| bridge_err(e.into()))?;

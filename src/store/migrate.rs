@@ -50,6 +50,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0005_lean_indexes.sql"),
         postgres: include_str!("../../migrations/postgres/0005_lean_indexes.sql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_feed_settings",
+        sqlite: include_str!("../../migrations/sqlite/0006_feed_settings.sql"),
+        postgres: include_str!("../../migrations/postgres/0006_feed_settings.sql"),
+    },
 ];
 
 /// `pg_advisory_xact_lock` key for migrations: "ferry" in ASCII.

@@ -6,9 +6,16 @@
 //! subscriber gets [`RemoteEvent::Followed`] and the newest `initial_entries`, or
 //! [`RemoteEvent::FollowRefused`] with the reason when the feed cannot be read.
 //!
+//! A user's quiet hours ([`QuietHours`], UTC) hold their new entries back: the store keeps
+//! them per subscription ([`FeedStore::hold`]) and the engine sends them, oldest first, once
+//! the quiet hours are over ([`FeedStore::held`], [`FeedStore::release`]), also after a
+//! restart. A subscription may have its own delivery (`chat` or `headline`) that beats the
+//! user's default.
+//!
 //! The store is behind [`FeedStore`], which the core implements over its database.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -35,6 +42,10 @@ const LEASE: Duration = Duration::from_secs(300);
 const IDLE_CHECK: Duration = Duration::from_secs(60);
 /// How often feeds nobody follows are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Held entries are sent in batches of this many.
+const RELEASE_BATCH: usize = 100;
+/// One day in milliseconds.
+const DAY_MS: i64 = 86_400_000;
 
 /// A feed as the store keeps it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -66,10 +77,99 @@ pub struct FeedRecord {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Subscriber {
     pub account: AccountId,
-    /// Deliver as `headline` rather than `chat`.
+    /// Deliver as `headline` rather than `chat` (the feed's own choice, else the user's).
     pub headline: bool,
     /// Not yet confirmed to the user.
     pub pending: bool,
+    /// The user's quiet hours, if they set any.
+    pub quiet: Option<QuietHours>,
+}
+
+/// A user's quiet hours: a daily range of UTC times of day, from `from_min` (inclusive) to
+/// `to_min` (exclusive), in minutes after midnight; when `from_min > to_min` the range wraps
+/// midnight (`22:00-07:00`). ferry does not know the user's time zone, hence UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuietHours {
+    pub from_min: u16,
+    pub to_min: u16,
+}
+
+impl QuietHours {
+    /// Reads `HH:MM-HH:MM` (24-hour clock, UTC); the text says what is wrong.
+    pub fn parse(raw: &str) -> Result<QuietHours, String> {
+        let usage = || {
+            format!(
+                "quiet hours are HH:MM-HH:MM in UTC (e.g. 22:00-07:00), or off; not {}",
+                raw.trim()
+            )
+        };
+        let (from, to) = raw.trim().split_once('-').ok_or_else(usage)?;
+        let time = |t: &str| -> Result<u16, String> {
+            let (h, m) = t.trim().split_once(':').ok_or_else(usage)?;
+            let digits = |x: &str, n: std::ops::RangeInclusive<usize>| {
+                n.contains(&x.len()) && x.bytes().all(|b| b.is_ascii_digit())
+            };
+            if !digits(h, 1..=2) || !digits(m, 2..=2) {
+                return Err(usage());
+            }
+            let (h, m): (u16, u16) = (
+                h.parse().map_err(|_| usage())?,
+                m.parse().map_err(|_| usage())?,
+            );
+            if h > 23 || m > 59 {
+                return Err(format!(
+                    "{} is not a time of day (00:00 to 23:59)",
+                    t.trim()
+                ));
+            }
+            Ok(h * 60 + m)
+        };
+        let q = QuietHours {
+            from_min: time(from)?,
+            to_min: time(to)?,
+        };
+        if q.from_min == q.to_min {
+            return Err("quiet hours cannot start and end at the same time".to_owned());
+        }
+        Ok(q)
+    }
+
+    /// Whether `at_ms` (unix milliseconds) falls within the quiet hours.
+    pub fn contains(&self, at_ms: i64) -> bool {
+        let minute = at_ms.rem_euclid(DAY_MS) / 60_000;
+        let (from, to) = (i64::from(self.from_min), i64::from(self.to_min));
+        if from < to {
+            from <= minute && minute < to
+        } else {
+            minute >= from || minute < to
+        }
+    }
+
+    /// The first end of the quiet hours after `at_ms` (unix milliseconds).
+    pub fn end_after(&self, at_ms: i64) -> i64 {
+        let day = at_ms - at_ms.rem_euclid(DAY_MS);
+        let end = day + i64::from(self.to_min) * 60_000;
+        if end > at_ms { end } else { end + DAY_MS }
+    }
+}
+
+impl std::fmt::Display for QuietHours {
+    /// `22:00-07:00`, as [`QuietHours::parse`] reads it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:02}:{:02}-{:02}:{:02}",
+            self.from_min / 60,
+            self.from_min % 60,
+            self.to_min / 60,
+            self.to_min % 60
+        )
+    }
+}
+
+/// What a store that does not implement holding entries answers.
+fn unsupported(what: &str) -> BridgeError {
+    BridgeError::permanent(format!("this store does not support {what}"))
 }
 
 /// The part of the database the engine needs. Every method is one transaction.
@@ -77,7 +177,8 @@ pub struct Subscriber {
 pub trait FeedStore: Send + Sync + 'static {
     async fn feed(&self, feed: &str) -> Result<Option<FeedRecord>, BridgeError>;
     /// Adds `account` as a pending subscriber of `feed` (creating the feed row, due now,
-    /// if it is new). Subscribing again makes the subscription pending again.
+    /// if it is new). Subscribing again makes the subscription pending again; a delivery
+    /// of its own ([`FeedStore::set_feed_delivery`]) beats `headline`.
     async fn subscribe(
         &self,
         account: AccountId,
@@ -120,10 +221,76 @@ pub trait FeedStore: Send + Sync + 'static {
     ) -> Result<HashSet<String>, BridgeError>;
     /// The user's delivery choice (`Some(true)`: headline), if they made one.
     async fn delivery(&self, account: AccountId) -> Result<Option<bool>, BridgeError>;
-    /// Sets the user's delivery for their current and future subscriptions.
+    /// Sets the user's delivery for their current and future subscriptions, except those
+    /// with a delivery of their own.
     async fn set_delivery(&self, account: AccountId, headline: bool) -> Result<(), BridgeError>;
     /// Forgets the feeds nobody follows any more (rows and entry keys); how many.
     async fn prune(&self) -> Result<u64, BridgeError>;
+
+    /// Gives one subscription a delivery of its own (`Some(true)`: headline), or takes it
+    /// away (`None`); `headline` is the delivery it has from now on. False when `account`
+    /// does not follow `feed`. A new subscription of the same feed keeps it.
+    async fn set_feed_delivery(
+        &self,
+        _account: AccountId,
+        _feed: &str,
+        _choice: Option<bool>,
+        _headline: bool,
+    ) -> Result<bool, BridgeError> {
+        Err(unsupported("a feed's own delivery"))
+    }
+    /// The subscriptions of `account` with a delivery of their own: (feed, headline), by feed.
+    async fn feed_deliveries(
+        &self,
+        _account: AccountId,
+    ) -> Result<Vec<(String, bool)>, BridgeError> {
+        Ok(Vec::new())
+    }
+    /// The user's quiet hours, if they set any.
+    async fn quiet(&self, _account: AccountId) -> Result<Option<QuietHours>, BridgeError> {
+        Ok(None)
+    }
+    /// Sets (or, with `None`, ends) the user's quiet hours.
+    async fn set_quiet(
+        &self,
+        _account: AccountId,
+        _quiet: Option<QuietHours>,
+    ) -> Result<(), BridgeError> {
+        Err(unsupported("quiet hours"))
+    }
+    /// Keeps `entries` (oldest first) for one subscription until they are released; they go
+    /// when the subscription does.
+    async fn hold(
+        &self,
+        _account: AccountId,
+        _feed: &str,
+        _entries: &[StoredEntry],
+        _now_ms: i64,
+    ) -> Result<(), BridgeError> {
+        Err(unsupported("quiet hours"))
+    }
+    /// The subscriptions that have entries held: (feed, subscriber).
+    async fn held_subscriptions(&self) -> Result<Vec<(String, Subscriber)>, BridgeError> {
+        Ok(Vec::new())
+    }
+    /// The oldest `limit` entries held for one subscription, oldest first, with their ids.
+    async fn held(
+        &self,
+        _account: AccountId,
+        _feed: &str,
+        _limit: usize,
+    ) -> Result<Vec<(i64, StoredEntry)>, BridgeError> {
+        Ok(Vec::new())
+    }
+    /// Forgets the entries held for one subscription up to id `up_to` (they were sent).
+    async fn release(
+        &self,
+        _account: AccountId,
+        _feed: &str,
+        _up_to: i64,
+    ) -> Result<(), BridgeError> {
+        Ok(())
+    }
 }
 
 /// An entry as kept in [`FeedRecord::recent`].
@@ -138,6 +305,16 @@ pub struct StoredEntry {
 }
 
 impl StoredEntry {
+    /// The entry as the store keeps it (JSON).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// An entry the store kept; `None` if the text is not one.
+    pub fn from_json(text: &str) -> Option<StoredEntry> {
+        serde_json::from_str(text).ok()
+    }
+
     fn from_entry(e: &Entry) -> StoredEntry {
         StoredEntry {
             key: e.key.clone(),
@@ -189,11 +366,18 @@ struct Clock {
 
 impl Clock {
     fn new() -> Clock {
-        Clock {
-            wall_ms: std::time::SystemTime::now()
+        Clock::at(
+            std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
                 .unwrap_or_default(),
+        )
+    }
+
+    /// A clock that reads `wall_ms` now.
+    fn at(wall_ms: i64) -> Clock {
+        Clock {
+            wall_ms,
             start: tokio::time::Instant::now(),
         }
     }
@@ -237,6 +421,8 @@ pub struct Engine {
     hub: OnceLock<Hub>,
     /// Feeds being polled by this process right now.
     inflight: Mutex<HashSet<String>>,
+    /// When to look for held entries whose quiet hours are over (unix ms); 0: at once.
+    release_at: AtomicI64,
 }
 
 impl Engine {
@@ -261,7 +447,15 @@ impl Engine {
             wake: Notify::new(),
             hub: OnceLock::new(),
             inflight: Mutex::default(),
+            release_at: AtomicI64::new(0),
         }
+    }
+
+    /// The same engine with its clock reading `wall_ms` (unix milliseconds) now; it still
+    /// follows tokio's clock from there. For tests of quiet hours and times of day.
+    pub fn starting_at(mut self, wall_ms: i64) -> Engine {
+        self.clock = Clock::at(wall_ms);
+        self
     }
 
     /// Now, in unix milliseconds, on the engine's clock.
@@ -295,6 +489,53 @@ impl Engine {
         Ok(())
     }
 
+    /// Gives `account`'s subscription of `feed` a delivery of its own (`Some(true)`:
+    /// headline), or back the user's default (`None`). False when they do not follow it.
+    pub async fn set_feed_delivery(
+        &self,
+        account: AccountId,
+        feed: &str,
+        choice: Option<bool>,
+    ) -> Result<bool, BridgeError> {
+        let headline = match choice {
+            Some(h) => h,
+            None => self.default_delivery(account).await?,
+        };
+        self.store
+            .set_feed_delivery(account, feed, choice, headline)
+            .await
+    }
+
+    /// The user's own default delivery, else the configured one (`true`: headline).
+    pub async fn default_delivery(&self, account: AccountId) -> Result<bool, BridgeError> {
+        Ok(self
+            .store
+            .delivery(account)
+            .await?
+            .unwrap_or(self.settings.headline))
+    }
+
+    /// Sets or ends the user's quiet hours. Entries held that the new setting no longer
+    /// holds go out now, before this returns when quiet hours end.
+    pub async fn set_quiet(
+        &self,
+        account: AccountId,
+        quiet: Option<QuietHours>,
+    ) -> Result<(), BridgeError> {
+        self.store.set_quiet(account, quiet).await?;
+        if quiet.is_none() {
+            // Released here, so that nothing newer overtakes them.
+            for (feed, sub) in self.store.held_subscriptions().await? {
+                if sub.account == account {
+                    self.release_held(&feed, sub).await?;
+                }
+            }
+        }
+        self.release_at.store(0, Ordering::SeqCst);
+        self.wake.notify_one();
+        Ok(())
+    }
+
     /// What a feed contact shows.
     pub async fn state_of(&self, feed: &str) -> Option<ContactState> {
         let rec = self.store.feed(feed).await.ok()??;
@@ -320,6 +561,9 @@ impl Engine {
                     0
                 }
             };
+            if self.now_ms() >= self.release_at.load(Ordering::SeqCst) {
+                self.release_due().await;
+            }
             if started > 0 {
                 continue;
             }
@@ -330,6 +574,10 @@ impl Engine {
                 }
                 _ => IDLE_CHECK,
             };
+            let release_in = self.release_at.load(Ordering::SeqCst) - self.now_ms();
+            let wait = wait.min(Duration::from_millis(
+                u64::try_from(release_in).unwrap_or(0),
+            ));
             // When everything due is already being polled, wait for a poll to finish.
             let wait = if wait.is_zero() && !tasks.is_empty() {
                 IDLE_CHECK
@@ -551,14 +799,92 @@ impl Engine {
                 )
                 .await;
             }
-            for e in new_entries.iter().rev() {
+            if !new_entries.is_empty() {
+                let oldest_first: Vec<StoredEntry> = new_entries.iter().rev().cloned().collect();
+                self.deliver(&rec, sub, &oldest_first, now).await;
+            }
+        }
+    }
+
+    /// Sends new entries (oldest first) to one subscriber, or holds them during the user's
+    /// quiet hours. Outside them, entries held before go first, so the order is kept.
+    async fn deliver(&self, rec: &FeedRecord, sub: Subscriber, entries: &[StoredEntry], now: i64) {
+        if let Some(q) = sub.quiet {
+            if q.contains(now) {
+                match self.store.hold(sub.account, &rec.feed, entries, now).await {
+                    Ok(()) => {
+                        self.release_at
+                            .fetch_min(q.end_after(now), Ordering::SeqCst);
+                        return;
+                    }
+                    // Better early than never.
+                    Err(e) => {
+                        tracing::warn!(feed = %rec.feed, "feeds: cannot hold entries, sending them: {e}")
+                    }
+                }
+            } else if let Err(e) = self.release_held(&rec.feed, sub).await {
+                tracing::warn!(feed = %rec.feed, "feeds: cannot release held entries: {e}");
+            }
+        }
+        for e in entries {
+            self.emit(
+                sub.account,
+                RemoteEvent::Message(message(rec, e, sub.headline)),
+            )
+            .await;
+        }
+    }
+
+    /// Sends the entries held for subscriptions whose quiet hours are over, and notes when
+    /// to look again: the earliest end of the quiet hours still holding some, and at least
+    /// every [`IDLE_CHECK`] (another instance may have held some).
+    async fn release_due(&self) {
+        let now = self.now_ms();
+        let mut next = now + ms(IDLE_CHECK);
+        match self.store.held_subscriptions().await {
+            Ok(held) => {
+                for (feed, sub) in held {
+                    match sub.quiet {
+                        Some(q) if q.contains(now) => next = next.min(q.end_after(now)),
+                        _ => {
+                            if let Err(e) = self.release_held(&feed, sub).await {
+                                tracing::warn!(%feed, "feeds: cannot release held entries: {e}");
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("feeds: store: {e}"),
+        }
+        self.release_at.store(next, Ordering::SeqCst);
+    }
+
+    /// Sends every entry held for one subscription, oldest first, then forgets them (a crash
+    /// in between sends them again; the relay drops the repeats).
+    async fn release_held(&self, feed: &str, sub: Subscriber) -> Result<(), BridgeError> {
+        let mut held = self.store.held(sub.account, feed, RELEASE_BATCH).await?;
+        if held.is_empty() {
+            return Ok(());
+        }
+        let rec = self.store.feed(feed).await?.unwrap_or_else(|| FeedRecord {
+            feed: feed.to_owned(),
+            ..FeedRecord::default()
+        });
+        while let Some(&(last, _)) = held.last() {
+            for (_, e) in &held {
                 self.emit(
                     sub.account,
                     RemoteEvent::Message(message(&rec, e, sub.headline)),
                 )
                 .await;
             }
+            self.store.release(sub.account, feed, last).await?;
+            if held.len() < RELEASE_BATCH {
+                break;
+            }
+            held = self.store.held(sub.account, feed, RELEASE_BATCH).await?;
         }
+        Ok(())
     }
 
     fn next_after_success(&self, now: i64, hints: &Hints) -> i64 {
@@ -816,6 +1142,12 @@ struct MemoryInner {
     subs: HashMap<(AccountId, String), Subscriber>,
     keys: HashSet<(String, String)>,
     delivery: HashMap<AccountId, bool>,
+    /// Subscriptions' own deliveries.
+    own_delivery: HashMap<(AccountId, String), bool>,
+    quiet: HashMap<AccountId, QuietHours>,
+    /// (id, account, feed, entry), in id order.
+    held: Vec<(i64, AccountId, String, StoredEntry)>,
+    last_held_id: i64,
 }
 
 impl MemoryStore {
@@ -826,6 +1158,24 @@ impl MemoryStore {
     /// How many entry keys are recorded for `feed`.
     pub fn key_count(&self, feed: &str) -> usize {
         self.lock().keys.iter().filter(|(f, _)| f == feed).count()
+    }
+
+    /// How many entries are held for `account`.
+    pub fn held_count(&self, account: AccountId) -> usize {
+        self.lock()
+            .held
+            .iter()
+            .filter(|(_, a, _, _)| *a == account)
+            .count()
+    }
+}
+
+impl MemoryInner {
+    fn subscriber(&self, s: &Subscriber) -> Subscriber {
+        Subscriber {
+            quiet: self.quiet.get(&s.account).copied(),
+            ..*s
+        }
     }
 }
 
@@ -852,22 +1202,25 @@ impl FeedStore for MemoryStore {
                 0,
             )
         });
+        let key = (account, feed.to_owned());
+        let headline = g.own_delivery.get(&key).copied().unwrap_or(headline);
         g.subs.insert(
-            (account, feed.to_owned()),
+            key,
             Subscriber {
                 account,
                 headline,
                 pending: true,
+                quiet: None,
             },
         );
         Ok(())
     }
     async fn unsubscribe(&self, account: AccountId, feed: &str) -> Result<bool, BridgeError> {
-        Ok(self
-            .lock()
-            .subs
-            .remove(&(account, feed.to_owned()))
-            .is_some())
+        let mut g = self.lock();
+        let key = (account, feed.to_owned());
+        g.own_delivery.remove(&key);
+        g.held.retain(|(_, a, f, _)| !(*a == account && f == feed));
+        Ok(g.subs.remove(&key).is_some())
     }
     async fn subscriptions(&self, account: AccountId) -> Result<Vec<FeedRecord>, BridgeError> {
         let g = self.lock();
@@ -886,7 +1239,7 @@ impl FeedStore for MemoryStore {
             .subs
             .iter()
             .filter(|((_, f), _)| f == feed)
-            .map(|(_, s)| *s)
+            .map(|(_, s)| g.subscriber(s))
             .collect();
         out.sort_by_key(|s| s.account);
         Ok(out)
@@ -993,11 +1346,120 @@ impl FeedStore for MemoryStore {
     async fn set_delivery(&self, account: AccountId, headline: bool) -> Result<(), BridgeError> {
         let mut g = self.lock();
         g.delivery.insert(account, headline);
-        for ((a, _), s) in g.subs.iter_mut() {
-            if *a == account {
+        let inner = &mut *g;
+        for (key, s) in inner.subs.iter_mut() {
+            if key.0 == account && !inner.own_delivery.contains_key(key) {
                 s.headline = headline;
             }
         }
+        Ok(())
+    }
+
+    async fn set_feed_delivery(
+        &self,
+        account: AccountId,
+        feed: &str,
+        choice: Option<bool>,
+        headline: bool,
+    ) -> Result<bool, BridgeError> {
+        let mut g = self.lock();
+        let key = (account, feed.to_owned());
+        let Some(s) = g.subs.get_mut(&key) else {
+            return Ok(false);
+        };
+        s.headline = headline;
+        match choice {
+            Some(c) => g.own_delivery.insert(key, c),
+            None => g.own_delivery.remove(&key),
+        };
+        Ok(true)
+    }
+
+    async fn feed_deliveries(
+        &self,
+        account: AccountId,
+    ) -> Result<Vec<(String, bool)>, BridgeError> {
+        let g = self.lock();
+        let mut out: Vec<(String, bool)> = g
+            .own_delivery
+            .iter()
+            .filter(|((a, _), _)| *a == account)
+            .map(|((_, f), h)| (f.clone(), *h))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn quiet(&self, account: AccountId) -> Result<Option<QuietHours>, BridgeError> {
+        Ok(self.lock().quiet.get(&account).copied())
+    }
+
+    async fn set_quiet(
+        &self,
+        account: AccountId,
+        quiet: Option<QuietHours>,
+    ) -> Result<(), BridgeError> {
+        let mut g = self.lock();
+        match quiet {
+            Some(q) => g.quiet.insert(account, q),
+            None => g.quiet.remove(&account),
+        };
+        Ok(())
+    }
+
+    async fn hold(
+        &self,
+        account: AccountId,
+        feed: &str,
+        entries: &[StoredEntry],
+        _now_ms: i64,
+    ) -> Result<(), BridgeError> {
+        let mut g = self.lock();
+        if !g.subs.contains_key(&(account, feed.to_owned())) {
+            return Ok(());
+        }
+        for e in entries {
+            g.last_held_id += 1;
+            let id = g.last_held_id;
+            g.held.push((id, account, feed.to_owned(), e.clone()));
+        }
+        Ok(())
+    }
+
+    async fn held_subscriptions(&self) -> Result<Vec<(String, Subscriber)>, BridgeError> {
+        let g = self.lock();
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (_, a, f, _) in &g.held {
+            if seen.insert((*a, f.clone()))
+                && let Some(s) = g.subs.get(&(*a, f.clone()))
+            {
+                out.push((f.clone(), g.subscriber(s)));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn held(
+        &self,
+        account: AccountId,
+        feed: &str,
+        limit: usize,
+    ) -> Result<Vec<(i64, StoredEntry)>, BridgeError> {
+        Ok(self
+            .lock()
+            .held
+            .iter()
+            .filter(|(_, a, f, _)| *a == account && f == feed)
+            .take(limit)
+            .map(|(id, _, _, e)| (*id, e.clone()))
+            .collect())
+    }
+
+    async fn release(&self, account: AccountId, feed: &str, up_to: i64) -> Result<(), BridgeError> {
+        self.lock()
+            .held
+            .retain(|(id, a, f, _)| !(*a == account && f == feed && *id <= up_to));
         Ok(())
     }
 }
@@ -1011,6 +1473,75 @@ mod tests {
         assert_eq!(format_utc(0), "1970-01-01 00:00 UTC");
         assert_eq!(format_utc(1_795_615_380_000), "2026-11-25 14:03 UTC");
         assert_eq!(format_utc(951_782_400_000), "2000-02-29 00:00 UTC");
+    }
+
+    /// 2026-01-01 00:00 UTC plus `h` hours and `m` minutes, in unix ms.
+    fn at(h: i64, m: i64) -> i64 {
+        1_767_225_600_000 + (h * 60 + m) * 60_000
+    }
+
+    #[test]
+    fn quiet_hours_parse_and_may_wrap_midnight() {
+        let q = QuietHours::parse("22:00-07:00").expect("wraps");
+        assert_eq!((q.from_min, q.to_min), (22 * 60, 7 * 60));
+        assert_eq!(q.to_string(), "22:00-07:00");
+        for (h, m, quiet) in [
+            (21, 59, false),
+            (22, 0, true),
+            (23, 59, true),
+            (24, 0, true),
+            (30, 59, true),
+            (31, 0, false),
+            (12, 0, false),
+        ] {
+            assert_eq!(q.contains(at(h, m)), quiet, "{h}:{m:02}");
+        }
+        // Ends at the next 07:00: the same day before midnight's turn, else the next one.
+        assert_eq!(q.end_after(at(23, 0)), at(31, 0));
+        assert_eq!(q.end_after(at(26, 30)), at(31, 0));
+
+        let q = QuietHours::parse(" 9:30-17:05 ").expect("within a day");
+        assert_eq!(q.to_string(), "09:30-17:05");
+        assert!(!q.contains(at(9, 29)) && q.contains(at(9, 30)));
+        assert!(q.contains(at(17, 4)) && !q.contains(at(17, 5)));
+        assert_eq!(q.end_after(at(10, 0)), at(17, 5));
+        assert_eq!(
+            QuietHours::parse("0:00-23:59").map(|q| q.to_min),
+            Ok(23 * 60 + 59)
+        );
+    }
+
+    #[test]
+    fn bad_quiet_hours_are_refused_with_a_reason() {
+        for bad in [
+            "",
+            "22",
+            "22:00",
+            "22:00-",
+            "22-07",
+            "2200-0700",
+            "aa:bb-cc:dd",
+            "22:0-07:00",
+            "22:00-07:00-08:00",
+        ] {
+            let e = QuietHours::parse(bad).expect_err(bad);
+            assert!(
+                e.starts_with("quiet hours are HH:MM-HH:MM in UTC (e.g. 22:00-07:00), or off"),
+                "{bad}: {e}"
+            );
+        }
+        assert_eq!(
+            QuietHours::parse("24:00-07:00"),
+            Err("24:00 is not a time of day (00:00 to 23:59)".to_owned())
+        );
+        assert_eq!(
+            QuietHours::parse("22:00-07:60"),
+            Err("07:60 is not a time of day (00:00 to 23:59)".to_owned())
+        );
+        assert_eq!(
+            QuietHours::parse("08:00-08:00"),
+            Err("quiet hours cannot start and end at the same time".to_owned())
+        );
     }
 
     #[test]

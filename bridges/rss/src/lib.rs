@@ -337,42 +337,93 @@ impl Subscriptions for Follows {
         Ok(opml::write("ferry feeds", &outlines))
     }
 
+    /// `delivery` (the user's default), `quiet` (their quiet hours, UTC), and one
+    /// `delivery FEED` for each feed with a delivery of its own.
     async fn settings(
         &self,
         account: AccountId,
     ) -> Result<Vec<(String, String, Vec<String>)>, BridgeError> {
-        let headline = self
-            .0
-            .store()
-            .delivery(account)
-            .await?
-            .unwrap_or(self.0.settings().headline);
-        Ok(vec![(
-            "delivery".to_owned(),
-            if headline { "headline" } else { "chat" }.to_owned(),
-            vec!["chat".to_owned(), "headline".to_owned()],
-        )])
+        let kind = |headline: bool| if headline { "headline" } else { "chat" }.to_owned();
+        let choices = || vec!["chat".to_owned(), "headline".to_owned()];
+        let store = self.0.store();
+        let quiet = match store.quiet(account).await? {
+            Some(q) => format!("{q} UTC"),
+            None => "off".to_owned(),
+        };
+        let mut out = vec![
+            (
+                "delivery".to_owned(),
+                kind(self.0.default_delivery(account).await?),
+                choices(),
+            ),
+            (
+                "quiet".to_owned(),
+                quiet,
+                vec!["HH:MM-HH:MM in UTC".to_owned(), "off".to_owned()],
+            ),
+        ];
+        for (feed, headline) in store.feed_deliveries(account).await? {
+            let mut allowed = choices();
+            allowed.push("default".to_owned());
+            out.push((format!("delivery {feed}"), kind(headline), allowed));
+        }
+        Ok(out)
     }
 
+    /// `delivery chat|headline`: the user's default; `delivery FEED chat|headline|default`
+    /// (the name carries the feed's address): that feed's own delivery, or back to the
+    /// default; `quiet HH:MM-HH:MM|off`: quiet hours, in UTC. Names and words in any case,
+    /// as the config's `delivery` is read.
     async fn set_setting(
         &self,
         account: AccountId,
         name: &str,
         value: &str,
     ) -> Result<(), BridgeError> {
-        // Any case, as the config's `delivery` is read.
-        let (key, choice) = (name.to_ascii_lowercase(), value.to_ascii_lowercase());
-        match (key.as_str(), choice.as_str()) {
-            ("delivery", "chat") => self.0.store().set_delivery(account, false).await,
-            ("delivery", "headline") => self.0.store().set_delivery(account, true).await,
-            ("delivery", _) => Err(BridgeError::new(
-                ErrorKind::NotAcceptable,
-                format!("delivery is chat or headline, not {value}"),
-            )),
-            _ => Err(BridgeError::new(
-                ErrorKind::NotAcceptable,
-                format!("unknown setting {name}; settings: delivery"),
-            )),
+        let refuse = |text: String| Err(BridgeError::new(ErrorKind::NotAcceptable, text));
+        let (key, feed) = match name.trim().split_once(char::is_whitespace) {
+            Some((k, f)) => (k.to_ascii_lowercase(), Some(f.trim())),
+            None => (name.trim().to_ascii_lowercase(), None),
+        };
+        let choice = value.trim().to_ascii_lowercase();
+        match (key.as_str(), feed) {
+            ("delivery", None) => match choice.as_str() {
+                "chat" => self.0.store().set_delivery(account, false).await,
+                "headline" => self.0.store().set_delivery(account, true).await,
+                _ => refuse(format!("delivery is chat or headline, not {value}")),
+            },
+            ("delivery", Some(feed)) => {
+                let choice = match choice.as_str() {
+                    "chat" => Some(false),
+                    "headline" => Some(true),
+                    "default" => None,
+                    _ => {
+                        return refuse(format!(
+                            "a feed's delivery is chat, headline or default, not {value}"
+                        ));
+                    }
+                };
+                if self.0.set_feed_delivery(account, feed, choice).await? {
+                    Ok(())
+                } else {
+                    refuse(format!("you do not follow {feed}"))
+                }
+            }
+            ("quiet", None) => {
+                let quiet = match choice.as_str() {
+                    "off" => None,
+                    _ => Some(
+                        engine::QuietHours::parse(value)
+                            .map_err(|e| BridgeError::new(ErrorKind::NotAcceptable, e))?,
+                    ),
+                };
+                self.0.set_quiet(account, quiet).await
+            }
+            ("quiet", Some(_)) => refuse(
+                "quiet hours are for all your feeds: settings quiet HH:MM-HH:MM (UTC) or off"
+                    .to_owned(),
+            ),
+            _ => refuse(format!("unknown setting {name}; settings: delivery, quiet")),
         }
     }
 }

@@ -2,8 +2,10 @@
 //! in-memory one, and virtual hours pass in milliseconds. Covers confirming a subscription
 //! with the newest entries, polling at the polite interval (lengthened by a TTL), honouring
 //! Retry-After, backing off after errors, delivering a new entry once (also when its GUID
-//! rotates), refusing a feed that never worked, one fetch for many subscribers, and a
-//! restart that does not refetch at once.
+//! rotates), refusing a feed that never worked, one fetch for many subscribers, a
+//! restart that does not refetch at once, a feed's own delivery beating the user's
+//! default, and quiet hours holding entries until they end (on a clock set to a time of
+//! day), also across a restart.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ferry_bridge_api::{AccountId, Counters, Hub, RemoteEvent};
-use ferry_rss::engine::{Engine, FeedStore, MemoryStore, Settings, Source};
+use ferry_rss::engine::{Engine, FeedStore, MemoryStore, QuietHours, Settings, Source};
 use ferry_rss::fetch::{FetchError, FetchOutcome, FetchPolicy, Validators};
 use ferry_rss::schedule::Intervals;
 use tokio::sync::{mpsc, watch};
@@ -155,11 +157,19 @@ fn settings(default_min: u32, min_min: u32) -> Settings {
 }
 
 fn rig_on(store: Arc<MemoryStore>, source: Arc<MemorySource>, s: Settings) -> Rig {
-    let engine = Arc::new(Engine::with_source(
-        s,
-        store.clone() as Arc<dyn FeedStore>,
-        source.clone(),
-    ));
+    let engine = Engine::with_source(s, store.clone() as Arc<dyn FeedStore>, source.clone());
+    start(engine, store, source)
+}
+
+/// A rig whose engine's clock reads `wall_ms` (unix ms) at start.
+fn rig_at(store: Arc<MemoryStore>, source: Arc<MemorySource>, s: Settings, wall_ms: i64) -> Rig {
+    let engine = Engine::with_source(s, store.clone() as Arc<dyn FeedStore>, source.clone())
+        .starting_at(wall_ms);
+    start(engine, store, source)
+}
+
+fn start(engine: Engine, store: Arc<MemoryStore>, source: Arc<MemorySource>) -> Rig {
+    let engine = Arc::new(engine);
     let (tx, events) = mpsc::channel(1024);
     let (stop, shutdown) = watch::channel(false);
     let hub = Hub {
@@ -397,5 +407,238 @@ async fn a_restart_keeps_the_schedule() {
     let r = rig_on(store, source, settings(60, 5));
     let times = r.source.wait_fetches(FEED, 2, MIN * 70).await;
     assert!(times[1] - restarted >= MIN * 50, "no refetch at start");
+    r.stop().await;
+}
+
+fn messages(events: &[(AccountId, RemoteEvent)]) -> Vec<ferry_bridge_api::InboundMessage> {
+    events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            RemoteEvent::Message(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The next message event, skipping the others.
+async fn next_message(r: &mut Rig) -> ferry_bridge_api::InboundMessage {
+    loop {
+        if let (_, RemoteEvent::Message(m)) = r.next().await {
+            return m;
+        }
+    }
+}
+
+/// A subscription's own delivery beats the user's default, whichever way either points,
+/// and the user's default still decides for the other feeds.
+#[tokio::test(start_paused = true)]
+async fn a_feeds_own_delivery_beats_the_users_default() {
+    let mut r = rig(settings(10, 5));
+    let other = "https://feeds.example/other";
+    r.source.set(FEED, Answer::Feed(rss(&[("a1", "A1")], None)));
+    r.source
+        .set(other, Answer::Feed(rss(&[("b1", "B1")], None)));
+    let me = AccountId(1);
+    r.engine.follow(me, FEED).await.expect("follow");
+    r.engine.follow(me, other).await.expect("follow");
+    for _ in 0..2 {
+        let m = next_message(&mut r).await;
+        assert!(!m.headline, "the configured default is chat: {m:?}");
+    }
+
+    // FEED: headline of its own; the user's default stays chat.
+    assert!(
+        r.engine
+            .set_feed_delivery(me, FEED, Some(true))
+            .await
+            .expect("set")
+    );
+    assert!(
+        !r.engine
+            .set_feed_delivery(me, "https://feeds.example/unfollowed", Some(true))
+            .await
+            .expect("set"),
+        "a feed the user does not follow has no delivery of its own"
+    );
+    assert_eq!(
+        r.store.feed_deliveries(me).await.expect("list"),
+        vec![(FEED.to_owned(), true)]
+    );
+    r.source
+        .set(FEED, Answer::Feed(rss(&[("a2", "A2"), ("a1", "A1")], None)));
+    r.source.set(
+        other,
+        Answer::Feed(rss(&[("b2", "B2"), ("b1", "B1")], None)),
+    );
+    let got = [next_message(&mut r).await, next_message(&mut r).await];
+    for m in &got {
+        let from_feed = m.from.as_ref().map(|f| f.as_str()) == Some(FEED);
+        assert_eq!(m.headline, from_feed, "{m:?}");
+        assert_eq!(
+            m.subject.is_some(),
+            from_feed,
+            "headlines carry the title: {m:?}"
+        );
+    }
+
+    // The user's default turns to headline, FEED's own to chat: each keeps its own.
+    r.store.set_delivery(me, true).await.expect("default");
+    r.engine
+        .set_feed_delivery(me, FEED, Some(false))
+        .await
+        .expect("set");
+    r.source.set(
+        FEED,
+        Answer::Feed(rss(&[("a3", "A3"), ("a2", "A2"), ("a1", "A1")], None)),
+    );
+    r.source.set(
+        other,
+        Answer::Feed(rss(&[("b3", "B3"), ("b2", "B2"), ("b1", "B1")], None)),
+    );
+    let got = [next_message(&mut r).await, next_message(&mut r).await];
+    for m in &got {
+        let from_feed = m.from.as_ref().map(|f| f.as_str()) == Some(FEED);
+        assert_eq!(m.headline, !from_feed, "{m:?}");
+    }
+
+    // `default`: FEED follows the user's default (now headline) again.
+    r.engine
+        .set_feed_delivery(me, FEED, None)
+        .await
+        .expect("set");
+    assert!(r.store.feed_deliveries(me).await.expect("list").is_empty());
+    r.source.set(
+        FEED,
+        Answer::Feed(rss(
+            &[("a4", "A4"), ("a3", "A3"), ("a2", "A2"), ("a1", "A1")],
+            None,
+        )),
+    );
+    let m = next_message(&mut r).await;
+    assert!(m.body.starts_with("A4") && m.headline, "{m:?}");
+    r.stop().await;
+}
+
+/// 2026-01-01 00:00 UTC plus `h` hours and `m` minutes, in unix ms.
+fn utc(h: i64, m: i64) -> i64 {
+    1_767_225_600_000 + (h * 60 + m) * 60_000
+}
+
+const NIGHT: &str = "22:00-07:00";
+
+/// A rig at 22:30 UTC whose user (account 1) has quiet hours 22:00-07:00 and follows FEED;
+/// the entry the subscription brings has been received.
+async fn quiet_rig() -> Rig {
+    let mut r = rig_at(Arc::default(), Arc::default(), settings(10, 5), utc(22, 30));
+    r.engine
+        .set_quiet(AccountId(1), Some(QuietHours::parse(NIGHT).expect("quiet")))
+        .await
+        .expect("set quiet");
+    r.source
+        .set(FEED, Answer::Feed(rss(&[("g1", "One")], None)));
+    r.engine.follow(AccountId(1), FEED).await.expect("follow");
+    // What a subscription brings is the answer to the user's own act: it comes at once.
+    let m = next_message(&mut r).await;
+    assert!(m.body.starts_with("One"), "{m:?}");
+    r
+}
+
+/// Two entries appear during quiet hours, in two polls: each poll handled (the poll after
+/// it has started) holds them, nothing is sent.
+async fn two_entries_held(r: &mut Rig) {
+    r.source.set(
+        FEED,
+        Answer::Feed(rss(&[("g2", "Two"), ("g1", "One")], None)),
+    );
+    let n = r.source.fetches(FEED).len();
+    r.source.wait_fetches(FEED, n + 2, MIN * 30).await;
+    r.source.set(
+        FEED,
+        Answer::Feed(rss(&[("g3", "Three"), ("g2", "Two"), ("g1", "One")], None)),
+    );
+    r.source.wait_fetches(FEED, n + 4, MIN * 30).await;
+    assert!(
+        messages(&r.drain()).is_empty(),
+        "nothing is sent in quiet hours"
+    );
+    assert_eq!(r.store.held_count(AccountId(1)), 2);
+    assert!(
+        r.engine.now_ms() < utc(24, 0),
+        "still the first night: {}",
+        r.engine.now_ms()
+    );
+}
+
+/// Entries that arrive in quiet hours are held and come, oldest first, when they end
+/// (07:00 UTC); an entry after that comes at once.
+#[tokio::test(start_paused = true)]
+async fn quiet_hours_hold_entries_until_they_end() {
+    let mut r = quiet_rig().await;
+    two_entries_held(&mut r).await;
+
+    let two = next_message(&mut r).await;
+    let released = r.engine.now_ms();
+    assert!(
+        (utc(31, 0)..utc(31, 1)).contains(&released),
+        "released at 07:00 the next morning, not at {}",
+        ferry_rss::engine::format_utc(released)
+    );
+    let three = next_message(&mut r).await;
+    assert!(two.body.starts_with("Two"), "{two:?}");
+    assert!(three.body.starts_with("Three"), "{three:?}");
+    assert_eq!(r.store.held_count(AccountId(1)), 0, "sent, so forgotten");
+
+    r.source.set(
+        FEED,
+        Answer::Feed(rss(
+            &[
+                ("g4", "Four"),
+                ("g3", "Three"),
+                ("g2", "Two"),
+                ("g1", "One"),
+            ],
+            None,
+        )),
+    );
+    let four = next_message(&mut r).await;
+    assert!(four.body.starts_with("Four"), "{four:?}");
+    assert!(r.engine.now_ms() < utc(31, 15), "not held");
+    r.stop().await;
+}
+
+/// A restart during quiet hours keeps what is held: the new engine sends it at their end.
+#[tokio::test(start_paused = true)]
+async fn held_entries_survive_a_restart() {
+    let mut r = quiet_rig().await;
+    two_entries_held(&mut r).await;
+    let now = r.engine.now_ms();
+    let (store, source) = r.stop().await;
+
+    let mut r = rig_at(store, source, settings(10, 5), now);
+    let two = next_message(&mut r).await;
+    assert!(
+        r.engine.now_ms() >= utc(31, 0),
+        "held until 07:00, not sent at {}",
+        ferry_rss::engine::format_utc(r.engine.now_ms())
+    );
+    let three = next_message(&mut r).await;
+    assert!(two.body.starts_with("Two"), "{two:?}");
+    assert!(three.body.starts_with("Three"), "{three:?}");
+    r.stop().await;
+}
+
+/// Ending quiet hours (`settings quiet off`) sends what they held before it answers.
+#[tokio::test(start_paused = true)]
+async fn ending_quiet_hours_sends_what_they_held() {
+    let mut r = quiet_rig().await;
+    two_entries_held(&mut r).await;
+    r.engine.set_quiet(AccountId(1), None).await.expect("off");
+    let b: Vec<String> = messages(&r.drain()).into_iter().map(|m| m.body).collect();
+    assert_eq!(b.len(), 2, "{b:?}");
+    assert!(
+        b[0].starts_with("Two") && b[1].starts_with("Three"),
+        "{b:?}"
+    );
+    assert_eq!(r.store.held_count(AccountId(1)), 0);
     r.stop().await;
 }
