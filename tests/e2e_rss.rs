@@ -651,6 +651,14 @@ async fn a_feeds_own_delivery_and_quiet_hours_by_settings() {
     );
     let answer = command(&mut alice, "settings quiet 23:00-06:30").await;
     assert_eq!(answer, "quiet is now 23:00-06:30 UTC.");
+    // The ad-hoc command's one field takes quiet hours by name too.
+    let r = alice
+        .iq(&format!("<iq type='set' id='s2' to='{GW}'><command xmlns='http://jabber.org/protocol/commands' node='settings' action='execute'><x xmlns='jabber:x:data' type='submit'><field var='delivery'><value>quiet 22:00-07:00</value></field></x></command></iq>"))
+        .await;
+    assert!(
+        client::client_xml(&r).contains("quiet is now 22:00-07:00 UTC."),
+        "{r}"
+    );
 
     // Quiet hours around now (UTC): a new entry is held, not sent, while A is polled on.
     let now_min = (std::time::SystemTime::now()

@@ -96,8 +96,12 @@ pub const COMMANDS: &[Command] = &[
     follow(
         "settings",
         "Settings",
-        "settings [delivery chat|headline] — how entries arrive",
-        Some(("delivery", "Delivery (chat or headline)")),
+        "settings, settings delivery [JID] chat|headline|default, settings quiet HH:MM-HH:MM|off \
+         (UTC) — how and when entries arrive",
+        Some((
+            "delivery",
+            "Delivery (chat or headline; JID chat|headline for one feed; or quiet HH:MM-HH:MM|off)",
+        )),
     ),
     basic(
         "stats",
@@ -318,7 +322,17 @@ impl Gateway {
             match submitted.as_ref().and_then(|v| v.get(var)) {
                 Some(value) if !value.trim().is_empty() => {
                     args = if node == "settings" {
-                        format!("{var} {}", value.trim())
+                        // The one field takes a delivery, or another setting by name.
+                        let value = value.trim();
+                        let named = value
+                            .split_whitespace()
+                            .next()
+                            .is_some_and(|w| w.eq_ignore_ascii_case("quiet"));
+                        if named {
+                            value.to_owned()
+                        } else {
+                            format!("{var} {value}")
+                        }
                     } else {
                         value.trim().to_owned()
                     };
