@@ -183,7 +183,13 @@ impl Provider for Kannel {
     }
 
     fn parse(&self, hook: Hook, req: &Request<'_>) -> Result<Vec<Event>, HookError> {
-        let pairs = raw_pairs(req.query);
+        let mut pairs = raw_pairs(req.query);
+        // A form-encoded POST (a relay or script in front of Kannel) carries its fields in
+        // the body; the query's come first and win. The token is only ever read from the
+        // query (`verify`).
+        if is_form(req.headers) {
+            pairs.extend(raw_pairs(&String::from_utf8_lossy(req.body)));
+        }
         match hook {
             Hook::Inbound => parse_inbound(&pairs, req).map(|t| vec![Event::Inbound(t)]),
             Hook::Status => parse_status(&pairs),
@@ -245,6 +251,9 @@ fn parse_inbound(pairs: &[(String, Vec<u8>)], req: &Request<'_>) -> Result<Inbou
         });
     let text = if let Some(raw) = first(pairs, "text") {
         decode(raw, query_charset)
+    } else if is_form(req.headers) {
+        // The body was fields, none of them the text: an empty text.
+        String::new()
     } else {
         let charset = content_type_charset(req.headers)
             .or_else(|| header(req.headers, "x-kannel-coding").and_then(|c| charset_of_coding(&c)))
@@ -374,6 +383,18 @@ fn charset_of_coding(coding: &str) -> Option<Charset> {
         "2" => Some(Charset::Utf16Be),
         _ => None,
     }
+}
+
+/// Whether the body is `application/x-www-form-urlencoded` fields rather than the text.
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|mime| {
+            mime.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
 }
 
 fn content_type_charset(headers: &HeaderMap) -> Option<Charset> {
@@ -540,6 +561,35 @@ mod tests {
             inbound(&k, &request("GET", query, &headers, b"")).text,
             "Grüße  ok\nnext"
         );
+    }
+
+    #[test]
+    fn a_form_encoded_post_gives_its_text_field_not_the_whole_body() {
+        let k = kannel();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        let body = b"from=%2B4915112345678&to=%2B12015550100&id=f1&text=Gr%C3%BC%C3%9Fe+ok";
+        let t = inbound(&k, &request("POST", "token=s3cret", &headers, body));
+        assert_eq!(t.text, "Grüße ok");
+        assert_eq!(t.from, "+4915112345678");
+        assert_eq!(t.message_id, "f1");
+        // The query's fields win over the body's.
+        let t = inbound(
+            &k,
+            &request("POST", "token=s3cret&id=from-query", &headers, body),
+        );
+        assert_eq!(t.message_id, "from-query");
+        // A token in the body is not a token.
+        let req = request(
+            "POST",
+            "",
+            &headers,
+            b"token=s3cret&from=1&to=2&id=3&text=x",
+        );
+        assert!(k.verify(Hook::Inbound, &req).is_err());
     }
 
     #[test]
