@@ -80,7 +80,7 @@ pub(crate) struct Inner {
     /// `None` until the first read. Only for the registration form, which cannot wait for
     /// the store: every change of a claim goes through this bridge and reads it again, and
     /// `register` decides on the store's own answer.
-    pub(crate) claims: Mutex<Option<HashMap<String, String>>>,
+    pub(crate) claims: tokio::sync::watch::Sender<Option<HashMap<String, String>>>,
     /// One reading of the claims at a time, so that an older reading never replaces a
     /// newer one.
     claims_reading: tokio::sync::Mutex<()>,
@@ -209,6 +209,13 @@ impl Health {
 }
 
 impl SmsBridge {
+    /// Waits until the bridge has read who holds its numbers (it does when it starts
+    /// serving); until then the registration form offers every number the config allows.
+    pub async fn claims_read(&self) {
+        let mut read = self.inner.claims.subscribe();
+        let _ = read.wait_for(Option::is_some).await;
+    }
+
     /// Builds the bridge and its providers. Fails when a provider's keys are unusable.
     pub fn new(
         mut settings: Settings,
@@ -250,7 +257,7 @@ impl SmsBridge {
                 wake: Notify::new(),
                 hub: OnceLock::new(),
                 accounts: Mutex::default(),
-                claims: Mutex::default(),
+                claims: tokio::sync::watch::Sender::new(None),
                 claims_reading: tokio::sync::Mutex::new(()),
                 quota: Mutex::default(),
             }),
@@ -263,7 +270,7 @@ impl Inner {
     /// and held by nobody else (claimed, or assigned by an admin), as last read from the
     /// store. The number the user holds stays among them.
     fn claimable(&self, user: &str) -> Vec<&NumberEntry> {
-        let claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        let claims = self.claims.borrow();
         self.settings
             .numbers
             .iter()
@@ -284,7 +291,7 @@ impl Inner {
         match self.store.claims().await {
             Ok(claims) => {
                 let by_number = claims.into_iter().map(|c| (c.number, c.jid)).collect();
-                *self.claims.lock().unwrap_or_else(|e| e.into_inner()) = Some(by_number);
+                self.claims.send_replace(Some(by_number));
             }
             Err(e) => tracing::warn!("sms: cannot read who holds the numbers: {}", e.text),
         }
