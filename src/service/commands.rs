@@ -10,7 +10,7 @@ use super::Reply;
 use crate::gateway::Gateway;
 use crate::jid;
 use crate::stanza::{self, Condition, Stanza, form, ns};
-use crate::xml::{Element, NS_COMPONENT, Node};
+use crate::xml::{Element, NS_COMPONENT};
 
 /// A command's ad-hoc node, name, and who may see it.
 #[derive(Clone, Copy, Debug)]
@@ -343,20 +343,15 @@ impl Gateway {
                     let form = ferry_bridge_api::Form {
                         title: known.map(|c| c.name).unwrap_or_default().to_owned(),
                         instructions: known.map(|c| c.help).unwrap_or_default().to_owned(),
-                        fields: vec![ferry_bridge_api::FormField::text(var, label, true, None)],
+                        fields: vec![ferry_bridge_api::FormField {
+                            kind: if known.is_some_and(|c| c.multi_line) {
+                                ferry_bridge_api::FieldKind::TextMulti
+                            } else {
+                                ferry_bridge_api::FieldKind::TextSingle
+                            },
+                            ..ferry_bridge_api::FormField::text(var, label, true, None)
+                        }],
                     };
-                    let mut x = form::to_element(&form, None);
-                    if known.is_some_and(|c| c.multi_line) {
-                        // The bridge API's form has no multi-line kind; the core's own
-                        // commands mark the field here.
-                        for n in &mut x.children {
-                            if let Node::Element(f) = n
-                                && f.attr("var") == Some(var)
-                            {
-                                f.set_attr("type", "text-multi");
-                            }
-                        }
-                    }
                     return Ok(Some(
                         Element::new("command", ns::COMMANDS)
                             .with_attr("node", node)
@@ -367,7 +362,7 @@ impl Gateway {
                                     .with_attr("execute", "complete")
                                     .with_child(Element::new("complete", ns::COMMANDS)),
                             )
-                            .with_child(x),
+                            .with_child(form::to_element(&form, None)),
                     ));
                 }
             }

@@ -111,6 +111,8 @@ pub struct FormField {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FieldKind {
     TextSingle,
+    /// Several lines; each line comes back as a `<value/>` of its own.
+    TextMulti,
     TextPrivate,
     ListSingle,
     Boolean,
@@ -121,6 +123,7 @@ impl FieldKind {
     pub fn as_str(self) -> &'static str {
         match self {
             FieldKind::TextSingle => "text-single",
+            FieldKind::TextMulti => "text-multi",
             FieldKind::TextPrivate => "text-private",
             FieldKind::ListSingle => "list-single",
             FieldKind::Boolean => "boolean",
