@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use common::prosody::Prosody;
 use ferry_bridge_api::BridgeKind;
 use ferry_bridge_api::fake::FakeBridge;
-use proc_stat::{context_switches, cpu_by_thread, cpu_seconds};
+use proc_stat::{context_switches, cpu_by_thread, cpu_seconds, file_calls};
 
 const GW: &str = "bench.localhost";
 const SECRET: &str = "bench-secret";
@@ -116,6 +116,7 @@ fn main() {
 
         let threads0 = cpu_by_thread(ferry_pid);
         let switches0 = context_switches(ferry_pid);
+        let calls0 = file_calls(ferry_pid);
         let (f0, p0, t0) = (cpu_seconds(ferry_pid), cpu_seconds(prosody_pid), Instant::now());
         let mut batch = String::with_capacity(64 * 1024);
         let random = ids::random_ids();
@@ -137,6 +138,7 @@ fn main() {
         let (f1, p1) = (cpu_seconds(ferry_pid), cpu_seconds(prosody_pid));
         let threads1 = cpu_by_thread(ferry_pid);
         let switches = context_switches(ferry_pid).saturating_sub(switches0);
+        let calls1 = file_calls(ferry_pid);
         let ferry_us = (f1 - f0) / n as f64 * 1e6;
         let prosody_us = (p1 - p0) / n as f64 * 1e6;
         println!("{n} messages with receipts in {wall:.2}s = {:.0} messages/s", n as f64 / wall);
@@ -146,6 +148,11 @@ fn main() {
         println!(
             "ferry context switches: {switches} = {:.1} per 100 messages",
             switches as f64 * 100.0 / n as f64
+        );
+        println!(
+            "ferry file reads and writes (not sockets): {:.1} and {:.1} per 100 messages",
+            calls1.0.saturating_sub(calls0.0) as f64 * 100.0 / n as f64,
+            calls1.1.saturating_sub(calls0.1) as f64 * 100.0 / n as f64
         );
         for (name, cpu) in &threads1 {
             let before = threads0.get(name).copied().unwrap_or(0.0);

@@ -55,3 +55,15 @@ pub fn context_switches(pid: u32) -> u64 {
         })
         .sum()
 }
+
+/// Read and write calls on files and pipes (not sockets) of a whole process so far, from
+/// `/proc/PID/io` (`syscr`, `syscw`): the journal's and SQLite's writes among them.
+pub fn file_calls(pid: u32) -> (u64, u64) {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    let field = |name: &str| {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (field("syscr:"), field("syscw:"))
+}

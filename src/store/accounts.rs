@@ -183,6 +183,7 @@ impl Store {
     /// message map, outbox rows and inbound de-duplication rows, in one transaction.
     /// Returns false if there was no such account.
     pub async fn remove_account(&self, bridge: BridgeKind, jid: &str) -> Result<bool, StoreError> {
+        self.sync_outbox().await?;
         let mut tx = self.begin_write().await?;
         let id: Option<i64> =
             sqlx::query_scalar("SELECT id FROM accounts WHERE bridge = $1 AND jid = $2")

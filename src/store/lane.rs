@@ -159,6 +159,19 @@ impl Lane {
         T: Send + 'static,
         F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.submit(f).await
+    }
+
+    /// [`Lane::call`], except that the job is queued now, before the returned future is
+    /// first polled: jobs submitted one after another run in that order.
+    pub(crate) fn submit<T, F>(
+        &self,
+        f: F,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let (done, result) = tokio::sync::oneshot::channel();
         let job: Box<dyn Job> = Box::new(Call { f, out: None, done });
         let sent = self
@@ -168,10 +181,12 @@ impl Lane {
             .as_ref()
             .map(|jobs| jobs.send(job).is_ok())
             .unwrap_or(false);
-        if !sent {
-            return Err(StoreError::Closed);
+        async move {
+            if !sent {
+                return Err(StoreError::Closed);
+            }
+            result.await.map_err(|_| StoreError::Closed)?
         }
-        result.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Finishes the queued jobs, closes the connection and ends the thread. Later calls
@@ -265,7 +280,7 @@ fn exec(conn: &Connection, sql: &str) -> Result<(), StoreError> {
 
 /// The file a `sqlite:` URL names (percent-decoded, as sqlx reads it), or `None` for an
 /// in-memory database.
-fn file_path(url: &str) -> Result<Option<std::path::PathBuf>, StoreError> {
+pub(crate) fn file_path(url: &str) -> Result<Option<std::path::PathBuf>, StoreError> {
     if super::sqlite_is_memory(url) {
         return Ok(None);
     }

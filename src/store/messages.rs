@@ -123,6 +123,7 @@ impl Store {
         account: AccountId,
         xmpp_id: &str,
     ) -> Result<Option<MessageMapping>, StoreError> {
+        self.sync_outbox().await?;
         let row = sqlx::query(mapping_query!(
             "account_id = $1 AND xmpp_id = $2",
             "account_id = $1 AND stanza_id = $2",
@@ -140,6 +141,7 @@ impl Store {
         account: AccountId,
         remote_message_id: &str,
     ) -> Result<Option<MessageMapping>, StoreError> {
+        self.sync_outbox().await?;
         let row = sqlx::query(mapping_query!(
             "account_id = $1 AND remote_message_id = $2",
             "remote_message_id = $2 AND account_id = $1",
@@ -220,6 +222,7 @@ impl Store {
         account: AccountId,
         thread: &str,
     ) -> Result<Option<MessageMapping>, StoreError> {
+        self.sync_outbox().await?;
         let row = sqlx::query(mapping_query!(
             "account_id = $1 AND thread = $2",
             "account_id = $1 AND thread = $2",

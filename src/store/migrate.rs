@@ -132,6 +132,7 @@ impl Store {
             tracing::info!(migration = m.name, "applied database migration");
             applied.push(m.name.to_owned());
         }
+        self.start_journal().await?;
         Ok(applied)
     }
 }

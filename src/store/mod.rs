@@ -16,6 +16,7 @@ mod email;
 mod error;
 mod feeds;
 mod identities;
+mod journal;
 mod kv;
 mod lane;
 mod messages;
@@ -72,6 +73,9 @@ pub struct Store {
     cipher: Arc<Cipher>,
     /// The thread that runs the outbox's hot path on a SQLite file (`None` otherwise).
     lane: Option<Arc<lane::Lane>>,
+    /// Where the outbox's rows are first written on a SQLite file (`None` otherwise); in
+    /// use once [`Store::migrate`] has moved what a dead process left into SQLite.
+    journal: Option<Arc<journal::Journal>>,
 }
 
 impl Store {
@@ -112,11 +116,16 @@ impl Store {
             Backend::Sqlite => lane::Lane::open(url)?.map(Arc::new),
             Backend::Postgres => None,
         };
+        let journal = match (&lane, lane::file_path(url)?) {
+            (Some(_), Some(path)) => Some(Arc::new(journal::Journal::new(&path))),
+            _ => None,
+        };
         Ok(Store {
             pool,
             backend,
             cipher: Arc::new(cipher),
             lane,
+            journal,
         })
     }
 
@@ -127,6 +136,12 @@ impl Store {
 
     /// Closes every connection; later calls fail. Waits for checked-out connections.
     pub async fn close(&self) {
+        if let Err(e) = self.sync_outbox().await {
+            tracing::error!("cannot move the outbox journal's rows into the database: {e}");
+        }
+        if let Some(journal) = &self.journal {
+            journal.remove_all();
+        }
         if let Some(lane) = &self.lane {
             lane.close().await;
         }

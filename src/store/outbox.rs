@@ -12,7 +12,8 @@ use ferry_bridge_api::{AccountId, BridgeKind};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::lane::lane_error;
+use super::journal::{Held, ID_BLOCK, Journal, Taken};
+use super::lane::{Lane, lane_error};
 use super::{Backend, Store, StoreError, get_bool, now_ms, parse_bridge};
 
 /// Where an outbox row stands.
@@ -377,7 +378,178 @@ fn lane_settle(conn: &rusqlite::Connection, done: &[SentRow], now: i64) -> Resul
     })
 }
 
+/// Sizes of the chunks [`lane_put`] writes rows in, largest first.
+const PUT_CHUNKS: [usize; 3] = [64, 8, 1];
+/// Parameters per row of [`PUT_SQL`].
+const PUT_COLUMNS: usize = 16;
+
+/// For each of [`PUT_CHUNKS`]: a multi-row INSERT of whole rows with their ids, which
+/// leaves out a row whose id is taken (it reached the table first) or whose account is
+/// gone (deleting an account deletes its rows).
+static PUT_SQL: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    use std::fmt::Write;
+    PUT_CHUNKS
+        .iter()
+        .map(|&rows| {
+            let mut sql = String::from(
+                "INSERT OR IGNORE INTO outbox (id, bridge, account_id, recipient, payload, \
+                 from_jid, stanza_id, want_receipt, state, attempts, next_attempt_at_ms, \
+                 locked_until_ms, remote_message_id, thread, created_at_ms, updated_at_ms) \
+                 SELECT * FROM (VALUES ",
+            );
+            for r in 0..rows {
+                sql.push_str(if r == 0 { "(" } else { ",(" });
+                for c in 0..PUT_COLUMNS {
+                    let sep = if c == 0 { "" } else { "," };
+                    let _ = write!(sql, "{sep}?{}", r * PUT_COLUMNS + c + 1);
+                }
+                sql.push(')');
+            }
+            sql.push_str(
+                ") AS v WHERE EXISTS (SELECT 1 FROM accounts WHERE accounts.id = v.column3)",
+            );
+            sql
+        })
+        .collect()
+});
+
+/// Inserts rows the journal held, whole, on the lane's connection (inside its write
+/// transaction).
+fn lane_put(conn: &rusqlite::Connection, rows: &[Held]) -> Result<(), StoreError> {
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let i = PUT_CHUNKS
+            .iter()
+            .position(|&n| n <= rest.len())
+            .unwrap_or(PUT_CHUNKS.len() - 1);
+        let (chunk, tail) = rest.split_at(PUT_CHUNKS[i].min(rest.len()));
+        rest = tail;
+        let mut stmt = conn.prepare_cached(&PUT_SQL[i]).map_err(lane_error)?;
+        for (r, h) in chunk.iter().enumerate() {
+            let b = r * PUT_COLUMNS;
+            let row = &h.row;
+            let e = lane_error;
+            stmt.raw_bind_parameter(b + 1, row.id).map_err(e)?;
+            stmt.raw_bind_parameter(b + 2, row.bridge.as_str())
+                .map_err(e)?;
+            stmt.raw_bind_parameter(b + 3, row.account.0).map_err(e)?;
+            stmt.raw_bind_parameter(b + 4, &row.recipient).map_err(e)?;
+            stmt.raw_bind_parameter(b + 5, &row.payload).map_err(e)?;
+            stmt.raw_bind_parameter(b + 6, &row.from_jid).map_err(e)?;
+            stmt.raw_bind_parameter(b + 7, &row.stanza_id).map_err(e)?;
+            stmt.raw_bind_parameter(b + 8, row.want_receipt)
+                .map_err(e)?;
+            stmt.raw_bind_parameter(b + 9, row.state.as_str())
+                .map_err(e)?;
+            stmt.raw_bind_parameter(b + 10, row.attempts).map_err(e)?;
+            stmt.raw_bind_parameter(b + 11, row.next_attempt_at_ms)
+                .map_err(e)?;
+            stmt.raw_bind_parameter(b + 12, row.locked_until_ms)
+                .map_err(e)?;
+            stmt.raw_bind_parameter(b + 13, &row.remote_message_id)
+                .map_err(e)?;
+            stmt.raw_bind_parameter(b + 14, &h.thread).map_err(e)?;
+            stmt.raw_bind_parameter(b + 15, row.created_at_ms)
+                .map_err(e)?;
+            stmt.raw_bind_parameter(b + 16, row.updated_at_ms)
+                .map_err(e)?;
+        }
+        stmt.raw_execute().map_err(lane_error)?;
+    }
+    Ok(())
+}
+
+/// Reserves `n` ids from the outbox's AUTOINCREMENT counter, which SQLite never hands out
+/// again (nor does a plain INSERT: it takes one more than the counter); returns them as a
+/// half-open range.
+fn lane_reserve(conn: &rusqlite::Connection, n: i64) -> Result<(i64, i64), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO sqlite_sequence (name, seq)
+         SELECT 'outbox', COALESCE((SELECT MAX(id) FROM outbox), 0)
+         WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'outbox')",
+    )
+    .and_then(|mut s| s.execute([]))
+    .map_err(lane_error)?;
+    let last: i64 = conn
+        .prepare_cached(
+            "UPDATE sqlite_sequence SET seq = seq + ?1 WHERE name = 'outbox' RETURNING seq",
+        )
+        .and_then(|mut s| s.query_row([n], |r| r.get(0)))
+        .map_err(lane_error)?;
+    Ok((last - n + 1, last + 1))
+}
+
 impl Store {
+    /// The journal and the lane, when the journal is in use.
+    fn journal(&self) -> Option<(&Arc<Journal>, &Arc<Lane>)> {
+        match (&self.journal, &self.lane) {
+            (Some(j), Some(lane)) if j.enabled() => Some((j, lane)),
+            _ => None,
+        }
+    }
+
+    /// Moves what processes that died left in their journals into SQLite, then puts this
+    /// store's journal in use (a SQLite file only; called by [`Store::migrate`]).
+    pub(crate) async fn start_journal(&self) -> Result<(), StoreError> {
+        let (Some(j), Some(lane)) = (&self.journal, &self.lane) else {
+            return Ok(());
+        };
+        let mut orphans = j.orphans()?;
+        if orphans.segments() > 0 {
+            let n = orphans.rows.len();
+            let rows = Arc::new(std::mem::take(&mut orphans.rows));
+            lane.call(move |conn| lane_put(conn, &rows)).await?;
+            orphans.remove();
+            tracing::info!("outbox journal: {n} message(s) a stopped ferry left are in the store");
+        }
+        j.enable();
+        Ok(())
+    }
+
+    /// Moves every outbox row the journal holds into the database, so that SQL sees them
+    /// all; every read and update of outbox rows calls it first. Nothing to do on
+    /// PostgreSQL or an in-memory SQLite database.
+    pub async fn sync_outbox(&self) -> Result<(), StoreError> {
+        let Some((j, lane)) = self.journal() else {
+            return Ok(());
+        };
+        let job = j.take_all(|Taken { rows, retired }| {
+            let rows = Arc::new(rows);
+            let put = Arc::clone(&rows);
+            let done = lane.submit(move |conn| lane_put(conn, &put));
+            (rows, retired, done)
+        });
+        let Some((rows, retired, done)) = job else {
+            return Ok(());
+        };
+        // In a task of its own, so that a caller who stops waiting does not leave the rows
+        // neither here nor there.
+        let j = Arc::clone(j);
+        tokio::spawn(async move { settle_move(&j, rows, retired, done.await) })
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Starts moving the journal's settled rows into the database, without waiting.
+    fn flush_settled(&self) {
+        let Some((j, lane)) = self.journal() else {
+            return;
+        };
+        let job = j.take_settled(|rows| {
+            let rows = Arc::new(rows);
+            let put = Arc::clone(&rows);
+            (rows, lane.submit(move |conn| lane_put(conn, &put)))
+        });
+        if let Some((rows, done)) = job {
+            let j = Arc::clone(j);
+            tokio::spawn(async move {
+                if let Err(e) = settle_move(&j, rows, 0, done.await) {
+                    tracing::error!("outbox journal: cannot move settled rows into the store: {e}");
+                }
+            });
+        }
+    }
+
     /// Queues one message; returns its row id.
     pub async fn enqueue(&self, msg: &NewOutbox) -> Result<i64, StoreError> {
         insert(&self.pool, msg, now_ms(), 0, 0).await
@@ -405,6 +577,29 @@ impl Store {
         }
         let now = now_ms();
         let until = now.saturating_add(lease_ms.max(0));
+        if let Some((j, lane)) = self.journal() {
+            let ids = loop {
+                if let Some(ids) = j.take_ids(msgs.len()) {
+                    break ids;
+                }
+                let n = ID_BLOCK.max(msgs.len() as i64);
+                let (start, end) = lane.call(move |conn| lane_reserve(conn, n)).await?;
+                j.add_ids(start, end);
+            };
+            let rows: Vec<OutboxRow> = msgs
+                .into_iter()
+                .zip(ids)
+                .map(|(msg, id)| stored_row(msg, id, now, 1, until))
+                .collect();
+            if j.accept(&rows)? {
+                // The segment is full: once every row is in SQLite it can go. The rows are
+                // stored either way.
+                if let Err(e) = self.sync_outbox().await {
+                    tracing::error!("outbox journal: cannot move rows into the store: {e}");
+                }
+            }
+            return Ok(rows);
+        }
         let msgs = Arc::new(msgs);
         let ids = self.insert_batch(&msgs, now, 1, until).await?;
         // The lane's job dropped its handle before answering, so this takes the rows back
@@ -454,6 +649,12 @@ impl Store {
             return Ok(Vec::new());
         }
         let lease_ms = lease_ms.max(0);
+        // A row whose storer let its lease end must be where a claim finds it.
+        if let Some((j, _)) = self.journal()
+            && j.lease_ended(now_ms)
+        {
+            self.sync_outbox().await?;
+        }
         let mut out = if let Some(lane) = &self.lane {
             // One statement is one write transaction: SQLite has a single writer.
             lane.call(move |conn| {
@@ -493,6 +694,7 @@ impl Store {
     /// Settles a row as accepted by the foreign side under `remote_message_id`; true if
     /// the row exists.
     pub async fn mark_sent(&self, id: i64, remote_message_id: &str) -> Result<bool, StoreError> {
+        self.sync_outbox().await?;
         let done = sqlx::query(SETTLE_SENT)
             .bind(remote_message_id)
             .bind(None::<&str>)
@@ -511,6 +713,19 @@ impl Store {
             return Ok(());
         }
         let now = now_ms();
+        let done = match self.journal() {
+            Some((j, _)) => {
+                let (others, flush) = j.settle(done, now)?;
+                if flush {
+                    self.flush_settled();
+                }
+                others
+            }
+            None => done,
+        };
+        if done.is_empty() {
+            return Ok(());
+        }
         if let Some(lane) = &self.lane {
             return lane.call(move |conn| lane_settle(conn, &done, now)).await;
         }
@@ -531,6 +746,7 @@ impl Store {
     /// Settles a row as failed for good (also after a late delivery failure of a sent
     /// row); true if the row exists.
     pub async fn mark_failed(&self, id: i64, error: &str) -> Result<bool, StoreError> {
+        self.sync_outbox().await?;
         let done = sqlx::query(
             "UPDATE outbox SET state = 'failed', last_error = $2, locked_until_ms = 0,
                  updated_at_ms = $3
@@ -547,6 +763,7 @@ impl Store {
     /// Ends every lease on pending rows (a process that held them is gone); returns how
     /// many rows were leased.
     pub async fn release_leases(&self) -> Result<u64, StoreError> {
+        self.sync_outbox().await?;
         let done = sqlx::query(
             "UPDATE outbox SET locked_until_ms = 0 WHERE state = 'pending' AND locked_until_ms > $1",
         )
@@ -564,6 +781,7 @@ impl Store {
         next_attempt_at_ms: i64,
         error: &str,
     ) -> Result<bool, StoreError> {
+        self.sync_outbox().await?;
         let done = sqlx::query(
             "UPDATE outbox SET next_attempt_at_ms = $2, last_error = $3, locked_until_ms = 0,
                  updated_at_ms = $4
@@ -580,7 +798,8 @@ impl Store {
 
     /// How many rows of `bridge` are pending (due, scheduled or leased).
     pub async fn outbox_depth(&self, bridge: BridgeKind) -> Result<i64, StoreError> {
-        self.bridge_scalar(DEPTH, bridge).await
+        let held = self.journal().map_or(0, |(j, _)| j.depth(bridge));
+        Ok(self.bridge_scalar::<i64>(DEPTH, bridge).await? + held)
     }
 
     /// Runs a query that takes the bridge as `$1` and returns one value: on the lane's
@@ -611,6 +830,7 @@ impl Store {
 
     /// One row by id.
     pub async fn outbox_row(&self, id: i64) -> Result<Option<OutboxRow>, StoreError> {
+        self.sync_outbox().await?;
         let row = sqlx::query(concat!("SELECT ", columns!(), " FROM outbox WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
@@ -620,6 +840,7 @@ impl Store {
 
     /// The newest row stored for the XMPP stanza id `stanza_id` (tests, support).
     pub async fn outbox_by_stanza(&self, stanza_id: &str) -> Result<Option<OutboxRow>, StoreError> {
+        self.sync_outbox().await?;
         let row = sqlx::query(concat!(
             "SELECT ",
             columns!(),
@@ -637,6 +858,7 @@ impl Store {
         account: AccountId,
         remote_message_id: &str,
     ) -> Result<Option<OutboxRow>, StoreError> {
+        self.sync_outbox().await?;
         let row = sqlx::query(concat!(
             "SELECT ",
             columns!(),
@@ -653,12 +875,18 @@ impl Store {
     /// When the next pending row of `bridge` becomes claimable (its due time, or its
     /// lease's end if later); `None` when nothing is pending. May be in the past.
     pub async fn next_due_at(&self, bridge: BridgeKind) -> Result<Option<i64>, StoreError> {
-        self.bridge_scalar(NEXT_DUE, bridge).await
+        let stored: Option<i64> = self.bridge_scalar(NEXT_DUE, bridge).await?;
+        let held = self.journal().and_then(|(j, _)| j.first_lease_end(bridge));
+        Ok(match (stored, held) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 
     /// Deletes settled (sent or failed) rows last touched before `before_ms`; returns how
     /// many. Pending rows are never pruned.
     pub async fn prune_outbox(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.sync_outbox().await?;
         let done =
             sqlx::query("DELETE FROM outbox WHERE state <> 'pending' AND updated_at_ms < $1")
                 .bind(before_ms)
@@ -677,4 +905,28 @@ pub struct SentRow {
     /// The XMPP id of the message, mapped to the remote id for replies and receipts.
     pub stanza_id: Option<String>,
     pub thread: Option<String>,
+}
+
+/// Ends a move of journal rows into SQLite: on success the journal forgets them (and the
+/// retired segments the move covered), else it takes them back.
+fn settle_move(
+    j: &Journal,
+    rows: Arc<Vec<Held>>,
+    retired: usize,
+    done: Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    match done {
+        Ok(()) => {
+            j.moved(rows.len(), retired);
+            Ok(())
+        }
+        Err(e) => {
+            // The lane's job dropped its handle before answering.
+            let rows = Arc::try_unwrap(rows).unwrap_or_else(|shared| shared.as_ref().clone());
+            if let Err(again) = j.put_back(rows) {
+                tracing::error!("outbox journal: cannot write rows back: {again}");
+            }
+            Err(e)
+        }
+    }
 }

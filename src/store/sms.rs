@@ -186,6 +186,7 @@ impl SmsStore for Store {
     }
 
     async fn account_for_sent(&self, message_id: &str) -> Result<Option<AccountId>, BridgeError> {
+        self.sync_outbox().await.map_err(bridge_err)?;
         let row = sqlx::query(
             "SELECT account_id FROM outbox WHERE bridge = 'sms' AND remote_message_id = $1
              LIMIT 1",
@@ -252,6 +253,7 @@ impl SmsStore for Store {
         since_ms: i64,
         mark_ms: i64,
     ) -> Result<TextCounts, BridgeError> {
+        self.sync_outbox().await.map_err(bridge_err)?;
         let row = sqlx::query(
             "SELECT COUNT(*) AS n, COUNT(CASE WHEN created_at_ms >= $3 THEN 1 END) AS m
              FROM outbox

@@ -1,0 +1,815 @@
+//! The outbox journal: on a SQLite file, the append-only files where a message read from
+//! XMPP is first made durable and where its settlement is recorded, so that the hot path
+//! costs no SQLite write until many settled rows are moved into the outbox table at once.
+//!
+//! Why it exists: writing each message to SQLite twice (stored, then settled) cost more
+//! CPU than the rest of ferry together (BENCHMARKS.md). A journal record is one `write()`
+//! per batch, the same durability as SQLite's WAL with `synchronous=NORMAL`: it survives a
+//! crash of ferry, and a power loss may lose the last records.
+//!
+//! **Invariant:** every outbox row that is not (yet) in SQLite has its records in a live
+//! segment of this process's journal, and its entry in memory here. A row leaves the
+//! journal only by a lane job that inserts it into SQLite; segments are deleted only once
+//! every row they hold is there. A process holds an exclusive lock on each of its
+//! segments; a segment nobody holds belongs to a process that died, and the next store to
+//! start on the same file moves its rows into SQLite (`INSERT OR IGNORE`, so a row that
+//! reached SQLite first keeps its state).
+//!
+//! Ids come from blocks reserved from the outbox's AUTOINCREMENT counter, so a journal row
+//! has its final id (from which the email bridge builds its Message-ID) before SQLite ever
+//! sees it, and no id is used twice.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ferry_bridge_api::{AccountId, BridgeKind};
+
+use super::outbox::{OutboxRow, OutboxState, SentRow};
+use super::{StoreError, parse_bridge};
+
+/// Once the active segment holds this many bytes a new one is begun, and the old one is
+/// deleted after every row the journal holds has been moved into SQLite.
+const SEGMENT_BYTES: u64 = 8 << 20;
+/// Settled rows are moved into SQLite once this many wait.
+pub(crate) const FLUSH_ROWS: usize = 1024;
+/// Ids are reserved from the outbox's AUTOINCREMENT counter this many at a time.
+pub(crate) const ID_BLOCK: i64 = 4096;
+/// The largest record a reader accepts (a stanza is at most 256 KiB).
+const MAX_RECORD: usize = 16 << 20;
+/// Record kinds.
+const ACCEPT: u8 = 1;
+const SETTLE: u8 = 2;
+
+/// An outbox row the journal holds and SQLite does not (yet).
+#[derive(Clone, Debug)]
+pub(crate) struct Held {
+    /// Pending and leased (in flight), pending (recovered) or sent (settled).
+    pub(crate) row: OutboxRow,
+    pub(crate) thread: Option<String>,
+}
+
+/// One journal file.
+#[derive(Debug)]
+struct Segment {
+    path: PathBuf,
+    /// Open and exclusively locked while it lives.
+    file: File,
+    /// Bytes of whole records written.
+    bytes: u64,
+}
+
+impl Segment {
+    /// Appends `buf` whole, or leaves the file as it was.
+    fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self.file.write_all(buf) {
+            Ok(()) => {
+                self.bytes += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // A torn record would hide every later one from recovery: cut it off.
+                let _ = self.file.set_len(self.bytes);
+                let _ = std::io::Seek::seek(&mut self.file, std::io::SeekFrom::Start(self.bytes));
+                Err(e)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Where records go; begun on the first write.
+    active: Option<Segment>,
+    /// Closed segments whose rows may not all be in SQLite yet, oldest first.
+    retired: VecDeque<Segment>,
+    /// How many segments this process has begun (names them).
+    begun: u64,
+    /// Reserved ids, as half-open ranges.
+    ids: VecDeque<(i64, i64)>,
+    /// Rows stored and not settled.
+    inflight: BTreeMap<i64, Held>,
+    /// Rows settled as sent and not yet moved into SQLite.
+    settled: Vec<Held>,
+    /// Rows taken out by lane jobs that have not answered yet.
+    moving: usize,
+}
+
+/// The journal of one store (see the module's documentation).
+#[derive(Debug)]
+pub(crate) struct Journal {
+    dir: PathBuf,
+    /// `<database file name>-outbox-`: every segment's name starts with it.
+    prefix: String,
+    state: Mutex<State>,
+    /// Set once what dead processes left has been moved into SQLite.
+    enabled: AtomicBool,
+}
+
+/// What a full take holds: the rows, and how many retired segments may be deleted once
+/// they are in SQLite.
+pub(crate) struct Taken {
+    pub(crate) rows: Vec<Held>,
+    pub(crate) retired: usize,
+}
+
+impl Journal {
+    /// A journal beside the SQLite file `db`; nothing is written until the first row.
+    pub(crate) fn new(db: &Path) -> Journal {
+        let dir = match db.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = db
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "ferry.db".into());
+        Journal {
+            dir,
+            prefix: format!("{name}-outbox-"),
+            state: Mutex::new(State::default()),
+            enabled: AtomicBool::new(false),
+        }
+    }
+
+    /// Puts the journal in use.
+    pub(crate) fn enable(&self) {
+        self.enabled.store(true, Ordering::Release);
+    }
+
+    /// Whether the journal is in use.
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Acquire)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `n` reserved ids, or `None` if fewer are left (reserve a block, then ask again).
+    pub(crate) fn take_ids(&self, n: usize) -> Option<Vec<i64>> {
+        let mut st = self.lock();
+        let left: i64 = st.ids.iter().map(|(a, b)| b - a).sum();
+        if left < n as i64 {
+            return None;
+        }
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let Some((a, b)) = st.ids.front_mut() else {
+                break;
+            };
+            let take = (n - out.len()).min((*b - *a) as usize) as i64;
+            out.extend(*a..*a + take);
+            *a += take;
+            if a == b {
+                st.ids.pop_front();
+            }
+        }
+        Some(out)
+    }
+
+    /// Adds the reserved ids `start..end`.
+    pub(crate) fn add_ids(&self, start: i64, end: i64) {
+        if start < end {
+            self.lock().ids.push_back((start, end));
+        }
+    }
+
+    /// Records `rows` (pending, leased by their storer) as stored. True when the active
+    /// segment is full: the caller then moves the journal's rows into SQLite
+    /// ([`Journal::take_all`]) so that the closed segment can go.
+    pub(crate) fn accept(&self, rows: &[OutboxRow]) -> Result<bool, StoreError> {
+        let mut buf = Vec::with_capacity(rows.iter().map(|r| 96 + r.payload.len()).sum());
+        for row in rows {
+            encode_accept(&mut buf, row);
+        }
+        let mut st = self.lock();
+        let full = self.write(&mut st, &buf)?;
+        for row in rows {
+            st.inflight.insert(
+                row.id,
+                Held {
+                    row: row.clone(),
+                    thread: None,
+                },
+            );
+        }
+        Ok(full)
+    }
+
+    /// Records the settlement of those of `done` the journal holds in flight; returns the
+    /// others (rows SQLite holds, to be settled there) and whether enough settled rows
+    /// wait to be moved into SQLite.
+    pub(crate) fn settle(
+        &self,
+        done: Vec<SentRow>,
+        now: i64,
+    ) -> Result<(Vec<SentRow>, bool), StoreError> {
+        let mut st = self.lock();
+        let mut buf = Vec::new();
+        let mut ours = Vec::new();
+        let mut others = Vec::new();
+        for d in done {
+            if st.inflight.contains_key(&d.id) {
+                encode_settle(
+                    &mut buf,
+                    d.id,
+                    now,
+                    &d.remote_message_id,
+                    d.thread.as_deref(),
+                );
+                ours.push(d);
+            } else {
+                others.push(d);
+            }
+        }
+        if !ours.is_empty() {
+            self.write(&mut st, &buf)?;
+            for d in ours {
+                if let Some(mut held) = st.inflight.remove(&d.id) {
+                    sent(&mut held, d.remote_message_id, d.thread, now);
+                    st.settled.push(held);
+                }
+            }
+        }
+        let flush = st.settled.len() >= FLUSH_ROWS;
+        Ok((others, flush))
+    }
+
+    /// Takes the settled rows out to be moved into SQLite (answer with
+    /// [`Journal::moved`] or [`Journal::put_back`]); `submit` queues the lane job while
+    /// the journal is locked, so that a later job (a read's [`Journal::take_all`]) runs
+    /// after it.
+    pub(crate) fn take_settled<R>(&self, submit: impl FnOnce(Vec<Held>) -> R) -> Option<R> {
+        let mut st = self.lock();
+        if st.settled.is_empty() {
+            return None;
+        }
+        let rows = std::mem::take(&mut st.settled);
+        st.moving += rows.len();
+        Some(submit(rows))
+    }
+
+    /// Takes every row out to be moved into SQLite (see [`Journal::take_settled`]). `None`
+    /// when there is nothing to take and nothing on its way.
+    pub(crate) fn take_all<R>(&self, submit: impl FnOnce(Taken) -> R) -> Option<R> {
+        let mut st = self.lock();
+        if st.inflight.is_empty()
+            && st.settled.is_empty()
+            && st.moving == 0
+            && st.retired.is_empty()
+        {
+            return None;
+        }
+        let mut rows: Vec<Held> = std::mem::take(&mut st.settled);
+        rows.extend(std::mem::take(&mut st.inflight).into_values());
+        st.moving += rows.len();
+        let retired = st.retired.len();
+        Some(submit(Taken { rows, retired }))
+    }
+
+    /// `n` taken rows are in SQLite now; so are the rows of the `retired` oldest retired
+    /// segments, which are deleted.
+    pub(crate) fn moved(&self, n: usize, retired: usize) {
+        let mut st = self.lock();
+        st.moving = st.moving.saturating_sub(n);
+        for _ in 0..retired.min(st.retired.len()) {
+            if let Some(seg) = st.retired.pop_front() {
+                remove(seg);
+            }
+        }
+    }
+
+    /// Taken rows did not reach SQLite: they are the journal's again, written anew into
+    /// the active segment (their old records may be in a segment about to go).
+    pub(crate) fn put_back(&self, rows: Vec<Held>) -> Result<(), StoreError> {
+        let mut buf = Vec::new();
+        for h in &rows {
+            encode_accept(&mut buf, &h.row);
+            if h.row.state == OutboxState::Sent {
+                encode_settle(
+                    &mut buf,
+                    h.row.id,
+                    h.row.updated_at_ms,
+                    h.row.remote_message_id.as_deref().unwrap_or_default(),
+                    h.thread.as_deref(),
+                );
+            }
+        }
+        let mut st = self.lock();
+        st.moving = st.moving.saturating_sub(rows.len());
+        let written = self.write(&mut st, &buf).map(|_| ());
+        for h in rows {
+            if h.row.state == OutboxState::Sent {
+                st.settled.push(h);
+            } else {
+                st.inflight.insert(h.row.id, h);
+            }
+        }
+        written
+    }
+
+    /// Rows of `bridge` stored and not settled.
+    pub(crate) fn depth(&self, bridge: BridgeKind) -> i64 {
+        let st = self.lock();
+        st.inflight
+            .values()
+            .filter(|h| h.row.bridge == bridge)
+            .count() as i64
+    }
+
+    /// When the first lease of a row of `bridge` in flight ends.
+    pub(crate) fn first_lease_end(&self, bridge: BridgeKind) -> Option<i64> {
+        let st = self.lock();
+        st.inflight
+            .values()
+            .filter(|h| h.row.bridge == bridge)
+            .map(|h| h.row.locked_until_ms)
+            .min()
+    }
+
+    /// Whether a row in flight was leased until before `now` (its storer lost it: it must
+    /// go to SQLite, where a claim finds it).
+    pub(crate) fn lease_ended(&self, now: i64) -> bool {
+        let st = self.lock();
+        st.inflight.values().any(|h| h.row.locked_until_ms <= now)
+    }
+
+    /// Deletes this process's segments; only once every row is in SQLite.
+    pub(crate) fn remove_all(&self) {
+        let mut st = self.lock();
+        if !st.inflight.is_empty() || !st.settled.is_empty() || st.moving != 0 {
+            return;
+        }
+        while let Some(seg) = st.retired.pop_front() {
+            remove(seg);
+        }
+        if let Some(seg) = st.active.take() {
+            remove(seg);
+        }
+    }
+
+    /// Appends `buf` to the active segment (begun if need be); true if it is full now, in
+    /// which case it is retired and the next write begins another.
+    fn write(&self, st: &mut State, buf: &[u8]) -> Result<bool, StoreError> {
+        if buf.is_empty() {
+            return Ok(false);
+        }
+        if st.active.is_none() {
+            st.begun += 1;
+            let seg = self.begin(st.begun)?;
+            st.active = Some(seg);
+        }
+        let Some(seg) = st.active.as_mut() else {
+            return Err(StoreError::Closed);
+        };
+        if let Err(e) = seg.append(buf) {
+            // The segment may be unusable: the next write begins another.
+            if let Some(seg) = st.active.take() {
+                st.retired.push_back(seg);
+            }
+            return Err(journal_error(&self.dir, e));
+        }
+        if seg.bytes >= SEGMENT_BYTES {
+            if let Some(seg) = st.active.take() {
+                st.retired.push_back(seg);
+            }
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Creates and locks a new segment.
+    fn begin(&self, n: u64) -> Result<Segment, StoreError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let path = self.dir.join(format!(
+            "{}{}-{nanos}-{n}.journal",
+            self.prefix,
+            std::process::id()
+        ));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| journal_error(&path, e))?;
+        file.try_lock().map_err(|e| StoreError::Sqlite {
+            message: format!("cannot lock the outbox journal {}: {e}", path.display()),
+            busy: false,
+        })?;
+        Ok(Segment {
+            path,
+            file,
+            bytes: 0,
+        })
+    }
+
+    /// Reads the segments that no live process holds (left by one that died): their rows,
+    /// in flight ones as pending and free to claim, and the locked segments, to delete once
+    /// the rows are in SQLite ([`Orphans::remove`]).
+    pub(crate) fn orphans(&self) -> Result<Orphans, StoreError> {
+        let mut out = Orphans::default();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) => return Err(journal_error(&self.dir, e)),
+        };
+        let mut rows: BTreeMap<i64, Held> = BTreeMap::new();
+        let mut settles: Vec<(i64, i64, String, Option<String>)> = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with(&self.prefix) || !name.ends_with(".journal") {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(mut file) = OpenOptions::new().read(true).write(true).open(&path) else {
+                continue;
+            };
+            if file.try_lock().is_err() {
+                // A live process's.
+                continue;
+            }
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)
+                .map_err(|e| journal_error(&path, e))?;
+            let whole = decode_all(&bytes, &mut rows, &mut settles);
+            if whole < bytes.len() {
+                tracing::warn!(
+                    path = %path.display(),
+                    "outbox journal: {} byte(s) after the last whole record ignored",
+                    bytes.len() - whole
+                );
+            }
+            out.files.push((path, file));
+        }
+        for (id, at, remote, thread) in settles {
+            if let Some(h) = rows.get_mut(&id) {
+                sent(h, remote, thread, at);
+            }
+        }
+        out.rows = rows
+            .into_values()
+            .map(|mut h| {
+                if h.row.state == OutboxState::Pending {
+                    // Its storer is gone: free to claim at once.
+                    h.row.locked_until_ms = 0;
+                }
+                h
+            })
+            .collect();
+        Ok(out)
+    }
+}
+
+/// What dead processes left (see [`Journal::orphans`]).
+#[derive(Debug, Default)]
+pub(crate) struct Orphans {
+    pub(crate) rows: Vec<Held>,
+    files: Vec<(PathBuf, File)>,
+}
+
+impl Orphans {
+    /// How many segments were found.
+    pub(crate) fn segments(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Deletes the segments (call once their rows are in SQLite).
+    pub(crate) fn remove(self) {
+        for (path, file) in self.files {
+            remove(Segment {
+                path,
+                file,
+                bytes: 0,
+            });
+        }
+    }
+}
+
+/// Marks `h` as sent.
+fn sent(h: &mut Held, remote: String, thread: Option<String>, at: i64) {
+    h.row.state = OutboxState::Sent;
+    h.row.remote_message_id = Some(remote);
+    h.row.locked_until_ms = 0;
+    h.row.updated_at_ms = at;
+    h.thread = thread;
+}
+
+/// Deletes a segment (the lock goes with the file handle, after the name is gone, so that
+/// no other process reads a file that is being deleted).
+fn remove(seg: Segment) {
+    if let Err(e) = std::fs::remove_file(&seg.path) {
+        tracing::warn!(path = %seg.path.display(), "cannot delete an outbox journal segment: {e}");
+    }
+    drop(seg.file);
+}
+
+fn journal_error(path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Sqlite {
+        message: format!("outbox journal {}: {e}", path.display()),
+        busy: false,
+    }
+}
+
+// A record: length (u32, of kind and body), kind (u8), body, CRC-32 of kind and body
+// (u32). Integers are little-endian; a string is its length (u32) and UTF-8 bytes; an
+// optional string is a flag byte and, if 1, the string.
+
+fn begin_record(buf: &mut Vec<u8>, kind: u8) -> usize {
+    let at = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    buf.push(kind);
+    at
+}
+
+fn end_record(buf: &mut Vec<u8>, at: usize) {
+    let len = (buf.len() - at - 4) as u32;
+    buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32fast::hash(&buf[at + 4..]);
+    buf.extend_from_slice(&crc.to_le_bytes());
+}
+
+fn put_i64(buf: &mut Vec<u8>, v: i64) {
+    buf.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_str(buf: &mut Vec<u8>, s: &str) {
+    buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    buf.extend_from_slice(s.as_bytes());
+}
+
+fn put_opt(buf: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => {
+            buf.push(1);
+            put_str(buf, s);
+        }
+        None => buf.push(0),
+    }
+}
+
+fn encode_accept(buf: &mut Vec<u8>, row: &OutboxRow) {
+    let at = begin_record(buf, ACCEPT);
+    put_i64(buf, row.id);
+    put_i64(buf, row.created_at_ms);
+    put_i64(buf, row.locked_until_ms);
+    put_i64(buf, row.attempts);
+    put_str(buf, row.bridge.as_str());
+    put_i64(buf, row.account.0);
+    put_str(buf, &row.recipient);
+    put_str(buf, &row.payload);
+    put_str(buf, &row.from_jid);
+    put_opt(buf, row.stanza_id.as_deref());
+    buf.push(u8::from(row.want_receipt));
+    end_record(buf, at);
+}
+
+fn encode_settle(buf: &mut Vec<u8>, id: i64, at: i64, remote: &str, thread: Option<&str>) {
+    let start = begin_record(buf, SETTLE);
+    put_i64(buf, id);
+    put_i64(buf, at);
+    put_str(buf, remote);
+    put_opt(buf, thread);
+    end_record(buf, start);
+}
+
+/// Reads a record body.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn bytes(&mut self, n: usize) -> Option<&[u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.bytes(1).map(|b| b[0])
+    }
+    fn i64(&mut self) -> Option<i64> {
+        self.bytes(8)?.try_into().ok().map(i64::from_le_bytes)
+    }
+    fn string(&mut self) -> Option<String> {
+        let len = u32::from_le_bytes(self.bytes(4)?.try_into().ok()?) as usize;
+        String::from_utf8(self.bytes(len)?.to_vec()).ok()
+    }
+    fn opt(&mut self) -> Option<Option<String>> {
+        match self.u8()? {
+            0 => Some(None),
+            1 => self.string().map(Some),
+            _ => None,
+        }
+    }
+}
+
+/// Decodes the whole records at the start of `bytes` into `rows` (accepts) and `settles`;
+/// returns how many bytes they took (a torn or damaged record ends the reading).
+fn decode_all(
+    bytes: &[u8],
+    rows: &mut BTreeMap<i64, Held>,
+    settles: &mut Vec<(i64, i64, String, Option<String>)>,
+) -> usize {
+    let mut at = 0;
+    loop {
+        let Some(head) = bytes.get(at..at + 4) else {
+            return at;
+        };
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if len == 0 || len > MAX_RECORD {
+            return at;
+        }
+        let Some(body) = bytes.get(at + 4..at + 4 + len) else {
+            return at;
+        };
+        let Some(crc) = bytes.get(at + 4 + len..at + 8 + len) else {
+            return at;
+        };
+        if crc32fast::hash(body).to_le_bytes() != crc {
+            return at;
+        }
+        let mut r = Reader(&body[1..]);
+        let ok = match body[0] {
+            ACCEPT => decode_accept(&mut r).map(|h| {
+                rows.insert(h.row.id, h);
+            }),
+            SETTLE => (|| {
+                let id = r.i64()?;
+                let when = r.i64()?;
+                let remote = r.string()?;
+                let thread = r.opt()?;
+                settles.push((id, when, remote, thread));
+                Some(())
+            })(),
+            _ => None,
+        };
+        if ok.is_none() {
+            return at;
+        }
+        at += 8 + len;
+    }
+}
+
+fn decode_accept(r: &mut Reader<'_>) -> Option<Held> {
+    let id = r.i64()?;
+    let created = r.i64()?;
+    let until = r.i64()?;
+    let attempts = r.i64()?;
+    let bridge = parse_bridge(&r.string()?).ok()?;
+    let account = AccountId(r.i64()?);
+    let recipient = r.string()?;
+    let payload = r.string()?;
+    let from_jid = r.string()?;
+    let stanza_id = r.opt()?;
+    let want_receipt = r.u8()? != 0;
+    Some(Held {
+        row: OutboxRow {
+            id,
+            bridge,
+            account,
+            recipient,
+            payload,
+            from_jid,
+            stanza_id,
+            want_receipt,
+            state: OutboxState::Pending,
+            attempts,
+            next_attempt_at_ms: created,
+            locked_until_ms: until,
+            last_error: None,
+            remote_message_id: None,
+            created_at_ms: created,
+            updated_at_ms: created,
+        },
+        thread: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, payload: &str) -> OutboxRow {
+        OutboxRow {
+            id,
+            bridge: BridgeKind::Email,
+            account: AccountId(7),
+            recipient: "bob@example.org".into(),
+            payload: payload.into(),
+            from_jid: "alice@example.net/phone".into(),
+            stanza_id: Some(format!("m{id}")),
+            want_receipt: true,
+            state: OutboxState::Pending,
+            attempts: 1,
+            next_attempt_at_ms: 1000,
+            locked_until_ms: 121_000,
+            last_error: None,
+            remote_message_id: None,
+            created_at_ms: 1000,
+            updated_at_ms: 1000,
+        }
+    }
+
+    fn sent_row(id: i64) -> SentRow {
+        SentRow {
+            id,
+            account: AccountId(7),
+            remote_message_id: format!("r{id}"),
+            stanza_id: Some(format!("m{id}")),
+            thread: Some("t".into()),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_a_torn_tail_is_cut_off() {
+        let mut buf = Vec::new();
+        encode_accept(&mut buf, &row(1, "{\"body\":\"héllo\"}"));
+        encode_accept(&mut buf, &row(2, ""));
+        encode_settle(&mut buf, 1, 2000, "r1", Some("t"));
+        let whole = buf.len();
+        encode_accept(&mut buf, &row(3, "lost"));
+        buf.truncate(buf.len() - 3);
+        let (mut rows, mut settles) = (BTreeMap::new(), Vec::new());
+        assert_eq!(decode_all(&buf, &mut rows, &mut settles), whole);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[&1].row, row(1, "{\"body\":\"héllo\"}"));
+        assert_eq!(settles, vec![(1, 2000, "r1".into(), Some("t".into()))]);
+
+        // A flipped byte ends the reading at that record.
+        let mut bad = buf[..whole].to_vec();
+        bad[10] ^= 1;
+        let (mut rows, mut settles) = (BTreeMap::new(), Vec::new());
+        assert_eq!(decode_all(&bad, &mut rows, &mut settles), 0);
+        assert!(rows.is_empty());
+    }
+
+    #[test]
+    fn a_dead_process_s_segments_are_read_and_a_live_one_s_are_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("ferry.db");
+        let live = Journal::new(&db);
+        live.accept(&[row(1, "a"), row(2, "b")]).expect("accept");
+        let (others, flush) = live
+            .settle(vec![sent_row(1), sent_row(9)], 5000)
+            .expect("settle");
+        assert_eq!(others.iter().map(|d| d.id).collect::<Vec<_>>(), vec![9]);
+        assert!(!flush);
+
+        // While it lives, another store on the same file leaves its segment alone.
+        let other = Journal::new(&db);
+        assert!(other.orphans().expect("read").rows.is_empty());
+
+        // It dies (its file handles close): the rows are found, the settled one as sent
+        // and the other free to claim.
+        drop(live);
+        let found = other.orphans().expect("read");
+        assert_eq!(found.segments(), 1);
+        let rows = &found.rows;
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].row.state, OutboxState::Sent);
+        assert_eq!(rows[0].row.remote_message_id.as_deref(), Some("r1"));
+        assert_eq!(rows[0].thread.as_deref(), Some("t"));
+        assert_eq!(rows[0].row.updated_at_ms, 5000);
+        assert_eq!(rows[1].row.state, OutboxState::Pending);
+        assert_eq!(rows[1].row.locked_until_ms, 0);
+        found.remove();
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+    }
+
+    #[test]
+    fn a_take_that_fails_puts_the_rows_back_durably() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("ferry.db");
+        let j = Journal::new(&db);
+        j.accept(&[row(1, "a"), row(2, "b")]).expect("accept");
+        j.settle(vec![sent_row(2)], 5000).expect("settle");
+        let taken = j.take_all(|t| t).expect("something to take");
+        assert_eq!(taken.rows.len(), 2);
+        assert_eq!(j.depth(BridgeKind::Email), 0);
+        j.put_back(taken.rows).expect("put back");
+        assert_eq!(j.depth(BridgeKind::Email), 1);
+        assert_eq!(j.first_lease_end(BridgeKind::Email), Some(121_000));
+        assert!(j.lease_ended(121_000));
+        assert!(!j.lease_ended(120_999));
+        drop(j);
+        let found = Journal::new(&db).orphans().expect("read");
+        assert_eq!(found.rows.len(), 2);
+        assert_eq!(found.rows[1].row.state, OutboxState::Sent);
+    }
+
+    #[test]
+    fn ids_come_from_reserved_blocks_in_order() {
+        let j = Journal::new(Path::new("ferry.db"));
+        assert_eq!(j.take_ids(1), None);
+        j.add_ids(10, 13);
+        j.add_ids(20, 22);
+        assert_eq!(j.take_ids(4), Some(vec![10, 11, 12, 20]));
+        assert_eq!(j.take_ids(2), None);
+        assert_eq!(j.take_ids(1), Some(vec![21]));
+    }
+}
