@@ -23,19 +23,19 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-use ferry_bridge_api::{AccountId, BridgeKind};
+use ferry_bridge_api::BridgeKind;
 
-use super::outbox::{OutboxRow, OutboxState, SentRow};
+use super::outbox::{OutboxRow, SentRow};
 use super::{StoreError, parse_bridge};
 
 /// Once the active segment holds this many bytes a new one is begun, and the old one is
 /// deleted after every row the journal holds has been moved into SQLite.
 const SEGMENT_BYTES: u64 = 8 << 20;
 /// Settled rows are moved into SQLite once this many wait.
-pub(crate) const FLUSH_ROWS: usize = 1024;
+pub(crate) const FLUSH_ROWS: usize = 256;
 /// Ids are reserved from the outbox's AUTOINCREMENT counter this many at a time.
 pub(crate) const ID_BLOCK: i64 = 4096;
 /// The largest record a reader accepts (a stanza is at most 256 KiB).
@@ -44,12 +44,59 @@ const MAX_RECORD: usize = 16 << 20;
 const ACCEPT: u8 = 1;
 const SETTLE: u8 = 2;
 
-/// An outbox row the journal holds and SQLite does not (yet).
+/// An outbox row the journal holds and SQLite does not (yet). Its fields stay in the
+/// bytes of its record, in the buffer that was written to the file (or read back from
+/// it): storing a message copies nothing more, and moving it into SQLite binds them from
+/// there.
 #[derive(Clone, Debug)]
 pub(crate) struct Held {
-    /// Pending and leased (in flight), pending (recovered) or sent (settled).
-    pub(crate) row: OutboxRow,
+    /// The body of its ACCEPT record (after the kind byte).
+    rec: Rec,
+    pub(crate) id: i64,
+    pub(crate) bridge: BridgeKind,
+    /// Leased by its storer until then (0: free to claim).
+    pub(crate) lease_until: i64,
+    /// Once settled: the foreign id, the thread and when.
+    pub(crate) sent: Option<Sent>,
+}
+
+/// How a held row was settled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Sent {
+    pub(crate) remote: String,
     pub(crate) thread: Option<String>,
+    pub(crate) at: i64,
+}
+
+/// A record's body inside a shared buffer.
+#[derive(Clone, Debug)]
+struct Rec {
+    buf: Arc<Vec<u8>>,
+    start: usize,
+    end: usize,
+}
+
+/// The fields of an ACCEPT record, borrowed from its bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct RowView<'a> {
+    pub(crate) id: i64,
+    pub(crate) created_at_ms: i64,
+    pub(crate) attempts: i64,
+    pub(crate) bridge: &'a str,
+    pub(crate) account: i64,
+    pub(crate) recipient: &'a str,
+    pub(crate) payload: &'a str,
+    pub(crate) from_jid: &'a str,
+    pub(crate) stanza_id: Option<&'a str>,
+    pub(crate) want_receipt: bool,
+}
+
+impl Held {
+    /// The row's fields (`None` only if its bytes were damaged, which the CRC rules out).
+    pub(crate) fn view(&self) -> Option<RowView<'_>> {
+        let body = self.rec.buf.get(self.rec.start..self.rec.end)?;
+        decode_accept(&mut Reader(body)).map(|(view, _)| view)
+    }
 }
 
 /// One journal file.
@@ -183,17 +230,28 @@ impl Journal {
     /// ([`Journal::take_all`]) so that the closed segment can go.
     pub(crate) fn accept(&self, rows: &[OutboxRow]) -> Result<bool, StoreError> {
         let mut buf = Vec::with_capacity(rows.iter().map(|r| 96 + r.payload.len()).sum());
+        let mut bodies = Vec::with_capacity(rows.len());
         for row in rows {
-            encode_accept(&mut buf, row);
+            let at = encode_accept(&mut buf, row);
+            // The body: after the length and the kind byte, before the CRC.
+            bodies.push((at + 5, buf.len() - 4));
         }
+        let buf = Arc::new(buf);
         let mut st = self.lock();
         let full = self.write(&mut st, &buf)?;
-        for row in rows {
+        for (row, (start, end)) in rows.iter().zip(bodies) {
             st.inflight.insert(
                 row.id,
                 Held {
-                    row: row.clone(),
-                    thread: None,
+                    rec: Rec {
+                        buf: Arc::clone(&buf),
+                        start,
+                        end,
+                    },
+                    id: row.id,
+                    bridge: row.bridge,
+                    lease_until: row.locked_until_ms,
+                    sent: None,
                 },
             );
         }
@@ -209,7 +267,7 @@ impl Journal {
         now: i64,
     ) -> Result<(Vec<SentRow>, bool), StoreError> {
         let mut st = self.lock();
-        let mut buf = Vec::new();
+        let mut buf = Vec::with_capacity(done.len() * 64);
         let mut ours = Vec::new();
         let mut others = Vec::new();
         for d in done {
@@ -230,7 +288,11 @@ impl Journal {
             self.write(&mut st, &buf)?;
             for d in ours {
                 if let Some(mut held) = st.inflight.remove(&d.id) {
-                    sent(&mut held, d.remote_message_id, d.thread, now);
+                    held.sent = Some(Sent {
+                        remote: d.remote_message_id,
+                        thread: d.thread,
+                        at: now,
+                    });
                     st.settled.push(held);
                 }
             }
@@ -288,25 +350,21 @@ impl Journal {
     pub(crate) fn put_back(&self, rows: Vec<Held>) -> Result<(), StoreError> {
         let mut buf = Vec::new();
         for h in &rows {
-            encode_accept(&mut buf, &h.row);
-            if h.row.state == OutboxState::Sent {
-                encode_settle(
-                    &mut buf,
-                    h.row.id,
-                    h.row.updated_at_ms,
-                    h.row.remote_message_id.as_deref().unwrap_or_default(),
-                    h.thread.as_deref(),
-                );
+            let at = begin_record(&mut buf, ACCEPT);
+            buf.extend_from_slice(h.rec.buf.get(h.rec.start..h.rec.end).unwrap_or_default());
+            end_record(&mut buf, at);
+            if let Some(s) = &h.sent {
+                encode_settle(&mut buf, h.id, s.at, &s.remote, s.thread.as_deref());
             }
         }
         let mut st = self.lock();
         st.moving = st.moving.saturating_sub(rows.len());
         let written = self.write(&mut st, &buf).map(|_| ());
         for h in rows {
-            if h.row.state == OutboxState::Sent {
+            if h.sent.is_some() {
                 st.settled.push(h);
             } else {
-                st.inflight.insert(h.row.id, h);
+                st.inflight.insert(h.id, h);
             }
         }
         written
@@ -315,10 +373,7 @@ impl Journal {
     /// Rows of `bridge` stored and not settled.
     pub(crate) fn depth(&self, bridge: BridgeKind) -> i64 {
         let st = self.lock();
-        st.inflight
-            .values()
-            .filter(|h| h.row.bridge == bridge)
-            .count() as i64
+        st.inflight.values().filter(|h| h.bridge == bridge).count() as i64
     }
 
     /// When the first lease of a row of `bridge` in flight ends.
@@ -326,8 +381,8 @@ impl Journal {
         let st = self.lock();
         st.inflight
             .values()
-            .filter(|h| h.row.bridge == bridge)
-            .map(|h| h.row.locked_until_ms)
+            .filter(|h| h.bridge == bridge)
+            .map(|h| h.lease_until)
             .min()
     }
 
@@ -335,7 +390,7 @@ impl Journal {
     /// go to SQLite, where a claim finds it).
     pub(crate) fn lease_ended(&self, now: i64) -> bool {
         let st = self.lock();
-        st.inflight.values().any(|h| h.row.locked_until_ms <= now)
+        st.inflight.values().any(|h| h.lease_until <= now)
     }
 
     /// Deletes this process's segments; only once every row is in SQLite.
@@ -419,7 +474,7 @@ impl Journal {
             Err(e) => return Err(journal_error(&self.dir, e)),
         };
         let mut rows: BTreeMap<i64, Held> = BTreeMap::new();
-        let mut settles: Vec<(i64, i64, String, Option<String>)> = Vec::new();
+        let mut settles: Vec<(i64, Sent)> = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !name.starts_with(&self.prefix) || !name.ends_with(".journal") {
@@ -436,6 +491,7 @@ impl Journal {
             let mut bytes = Vec::new();
             file.read_to_end(&mut bytes)
                 .map_err(|e| journal_error(&path, e))?;
+            let bytes = Arc::new(bytes);
             let whole = decode_all(&bytes, &mut rows, &mut settles);
             if whole < bytes.len() {
                 tracing::warn!(
@@ -446,18 +502,16 @@ impl Journal {
             }
             out.files.push((path, file));
         }
-        for (id, at, remote, thread) in settles {
+        for (id, sent) in settles {
             if let Some(h) = rows.get_mut(&id) {
-                sent(h, remote, thread, at);
+                h.sent = Some(sent);
             }
         }
         out.rows = rows
             .into_values()
             .map(|mut h| {
-                if h.row.state == OutboxState::Pending {
-                    // Its storer is gone: free to claim at once.
-                    h.row.locked_until_ms = 0;
-                }
+                // Its storer is gone: free to claim at once.
+                h.lease_until = 0;
                 h
             })
             .collect();
@@ -488,15 +542,6 @@ impl Orphans {
             });
         }
     }
-}
-
-/// Marks `h` as sent.
-fn sent(h: &mut Held, remote: String, thread: Option<String>, at: i64) {
-    h.row.state = OutboxState::Sent;
-    h.row.remote_message_id = Some(remote);
-    h.row.locked_until_ms = 0;
-    h.row.updated_at_ms = at;
-    h.thread = thread;
 }
 
 /// Deletes a segment (the lock goes with the file handle, after the name is gone, so that
@@ -552,7 +597,8 @@ fn put_opt(buf: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
-fn encode_accept(buf: &mut Vec<u8>, row: &OutboxRow) {
+/// Appends an ACCEPT record; returns where it begins.
+fn encode_accept(buf: &mut Vec<u8>, row: &OutboxRow) -> usize {
     let at = begin_record(buf, ACCEPT);
     put_i64(buf, row.id);
     put_i64(buf, row.created_at_ms);
@@ -566,6 +612,7 @@ fn encode_accept(buf: &mut Vec<u8>, row: &OutboxRow) {
     put_opt(buf, row.stanza_id.as_deref());
     buf.push(u8::from(row.want_receipt));
     end_record(buf, at);
+    at
 }
 
 fn encode_settle(buf: &mut Vec<u8>, id: i64, at: i64, remote: &str, thread: Option<&str>) {
@@ -580,8 +627,8 @@ fn encode_settle(buf: &mut Vec<u8>, id: i64, at: i64, remote: &str, thread: Opti
 /// Reads a record body.
 struct Reader<'a>(&'a [u8]);
 
-impl Reader<'_> {
-    fn bytes(&mut self, n: usize) -> Option<&[u8]> {
+impl<'a> Reader<'a> {
+    fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.0.len() < n {
             return None;
         }
@@ -595,14 +642,14 @@ impl Reader<'_> {
     fn i64(&mut self) -> Option<i64> {
         self.bytes(8)?.try_into().ok().map(i64::from_le_bytes)
     }
-    fn string(&mut self) -> Option<String> {
+    fn str(&mut self) -> Option<&'a str> {
         let len = u32::from_le_bytes(self.bytes(4)?.try_into().ok()?) as usize;
-        String::from_utf8(self.bytes(len)?.to_vec()).ok()
+        std::str::from_utf8(self.bytes(len)?).ok()
     }
-    fn opt(&mut self) -> Option<Option<String>> {
+    fn opt(&mut self) -> Option<Option<&'a str>> {
         match self.u8()? {
             0 => Some(None),
-            1 => self.string().map(Some),
+            1 => self.str().map(Some),
             _ => None,
         }
     }
@@ -611,9 +658,9 @@ impl Reader<'_> {
 /// Decodes the whole records at the start of `bytes` into `rows` (accepts) and `settles`;
 /// returns how many bytes they took (a torn or damaged record ends the reading).
 fn decode_all(
-    bytes: &[u8],
+    bytes: &Arc<Vec<u8>>,
     rows: &mut BTreeMap<i64, Held>,
-    settles: &mut Vec<(i64, i64, String, Option<String>)>,
+    settles: &mut Vec<(i64, Sent)>,
 ) -> usize {
     let mut at = 0;
     loop {
@@ -635,15 +682,26 @@ fn decode_all(
         }
         let mut r = Reader(&body[1..]);
         let ok = match body[0] {
-            ACCEPT => decode_accept(&mut r).map(|h| {
-                rows.insert(h.row.id, h);
+            ACCEPT => decode_accept(&mut r).map(|(v, bridge)| {
+                let held = Held {
+                    rec: Rec {
+                        buf: Arc::clone(bytes),
+                        start: at + 5,
+                        end: at + 4 + len,
+                    },
+                    id: v.id,
+                    bridge,
+                    lease_until: 0,
+                    sent: None,
+                };
+                rows.insert(v.id, held);
             }),
             SETTLE => (|| {
                 let id = r.i64()?;
-                let when = r.i64()?;
-                let remote = r.string()?;
-                let thread = r.opt()?;
-                settles.push((id, when, remote, thread));
+                let at = r.i64()?;
+                let remote = r.str()?.to_owned();
+                let thread = r.opt()?.map(str::to_owned);
+                settles.push((id, Sent { remote, thread, at }));
                 Some(())
             })(),
             _ => None,
@@ -655,21 +713,25 @@ fn decode_all(
     }
 }
 
-fn decode_accept(r: &mut Reader<'_>) -> Option<Held> {
+/// Reads an ACCEPT record's body.
+fn decode_accept<'a>(r: &mut Reader<'a>) -> Option<(RowView<'a>, BridgeKind)> {
     let id = r.i64()?;
-    let created = r.i64()?;
-    let until = r.i64()?;
+    let created_at_ms = r.i64()?;
+    let _lease_until = r.i64()?;
     let attempts = r.i64()?;
-    let bridge = parse_bridge(&r.string()?).ok()?;
-    let account = AccountId(r.i64()?);
-    let recipient = r.string()?;
-    let payload = r.string()?;
-    let from_jid = r.string()?;
+    let bridge = r.str()?;
+    let kind = parse_bridge(bridge).ok()?;
+    let account = r.i64()?;
+    let recipient = r.str()?;
+    let payload = r.str()?;
+    let from_jid = r.str()?;
     let stanza_id = r.opt()?;
     let want_receipt = r.u8()? != 0;
-    Some(Held {
-        row: OutboxRow {
+    Some((
+        RowView {
             id,
+            created_at_ms,
+            attempts,
             bridge,
             account,
             recipient,
@@ -677,22 +739,43 @@ fn decode_accept(r: &mut Reader<'_>) -> Option<Held> {
             from_jid,
             stanza_id,
             want_receipt,
-            state: OutboxState::Pending,
-            attempts,
-            next_attempt_at_ms: created,
-            locked_until_ms: until,
-            last_error: None,
-            remote_message_id: None,
-            created_at_ms: created,
-            updated_at_ms: created,
         },
-        thread: None,
-    })
+        kind,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::outbox::OutboxState;
+    use ferry_bridge_api::AccountId;
+
+    /// The row as [`OutboxRow`] (for tests).
+    fn to_row(h: &Held) -> Option<OutboxRow> {
+        let v = h.view()?;
+        Some(OutboxRow {
+            id: v.id,
+            bridge: h.bridge,
+            account: AccountId(v.account),
+            recipient: v.recipient.to_owned(),
+            payload: v.payload.to_owned(),
+            from_jid: v.from_jid.to_owned(),
+            stanza_id: v.stanza_id.map(str::to_owned),
+            want_receipt: v.want_receipt,
+            state: if h.sent.is_some() {
+                OutboxState::Sent
+            } else {
+                OutboxState::Pending
+            },
+            attempts: v.attempts,
+            next_attempt_at_ms: v.created_at_ms,
+            locked_until_ms: if h.sent.is_some() { 0 } else { h.lease_until },
+            last_error: None,
+            remote_message_id: h.sent.as_ref().map(|s| s.remote.clone()),
+            created_at_ms: v.created_at_ms,
+            updated_at_ms: h.sent.as_ref().map_or(v.created_at_ms, |s| s.at),
+        })
+    }
 
     fn row(id: i64, payload: &str) -> OutboxRow {
         OutboxRow {
@@ -734,17 +817,26 @@ mod tests {
         let whole = buf.len();
         encode_accept(&mut buf, &row(3, "lost"));
         buf.truncate(buf.len() - 3);
+        let buf = Arc::new(buf);
         let (mut rows, mut settles) = (BTreeMap::new(), Vec::new());
         assert_eq!(decode_all(&buf, &mut rows, &mut settles), whole);
         assert_eq!(rows.len(), 2);
-        assert_eq!(rows[&1].row, row(1, "{\"body\":\"héllo\"}"));
-        assert_eq!(settles, vec![(1, 2000, "r1".into(), Some("t".into()))]);
+        let mut expected = row(1, "{\"body\":\"héllo\"}");
+        expected.locked_until_ms = 0;
+        assert_eq!(to_row(&rows[&1]), Some(expected));
+        assert_eq!(rows[&2].view().map(|v| v.payload), Some(""));
+        let sent = Sent {
+            remote: "r1".into(),
+            thread: Some("t".into()),
+            at: 2000,
+        };
+        assert_eq!(settles, vec![(1, sent)]);
 
         // A flipped byte ends the reading at that record.
         let mut bad = buf[..whole].to_vec();
         bad[10] ^= 1;
         let (mut rows, mut settles) = (BTreeMap::new(), Vec::new());
-        assert_eq!(decode_all(&bad, &mut rows, &mut settles), 0);
+        assert_eq!(decode_all(&Arc::new(bad), &mut rows, &mut settles), 0);
         assert!(rows.is_empty());
     }
 
@@ -769,14 +861,21 @@ mod tests {
         drop(live);
         let found = other.orphans().expect("read");
         assert_eq!(found.segments(), 1);
-        let rows = &found.rows;
+        let rows: Vec<OutboxRow> = found.rows.iter().filter_map(to_row).collect();
         assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].row.state, OutboxState::Sent);
-        assert_eq!(rows[0].row.remote_message_id.as_deref(), Some("r1"));
-        assert_eq!(rows[0].thread.as_deref(), Some("t"));
-        assert_eq!(rows[0].row.updated_at_ms, 5000);
-        assert_eq!(rows[1].row.state, OutboxState::Pending);
-        assert_eq!(rows[1].row.locked_until_ms, 0);
+        assert_eq!(rows[0].state, OutboxState::Sent);
+        assert_eq!(rows[0].remote_message_id.as_deref(), Some("r1"));
+        assert_eq!(
+            found.rows[0]
+                .sent
+                .as_ref()
+                .and_then(|s| s.thread.as_deref()),
+            Some("t")
+        );
+        assert_eq!(rows[0].updated_at_ms, 5000);
+        assert_eq!(rows[1].state, OutboxState::Pending);
+        assert_eq!(rows[1].locked_until_ms, 0);
+        assert_eq!(rows[1].payload, "b");
         found.remove();
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
     }
@@ -799,7 +898,8 @@ mod tests {
         drop(j);
         let found = Journal::new(&db).orphans().expect("read");
         assert_eq!(found.rows.len(), 2);
-        assert_eq!(found.rows[1].row.state, OutboxState::Sent);
+        assert!(found.rows[1].sent.is_some());
+        assert!(found.rows[0].sent.is_none());
     }
 
     #[test]

@@ -427,32 +427,38 @@ fn lane_put(conn: &rusqlite::Connection, rows: &[Held]) -> Result<(), StoreError
         let mut stmt = conn.prepare_cached(&PUT_SQL[i]).map_err(lane_error)?;
         for (r, h) in chunk.iter().enumerate() {
             let b = r * PUT_COLUMNS;
-            let row = &h.row;
+            let v = h
+                .view()
+                .ok_or_else(|| StoreError::Corrupt(format!("outbox journal row {}", h.id)))?;
+            let (state, locked_until, remote, thread, updated) = match &h.sent {
+                Some(s) => (
+                    "sent",
+                    0,
+                    Some(s.remote.as_str()),
+                    s.thread.as_deref(),
+                    s.at,
+                ),
+                None => ("pending", h.lease_until, None, None, v.created_at_ms),
+            };
             let e = lane_error;
-            stmt.raw_bind_parameter(b + 1, row.id).map_err(e)?;
-            stmt.raw_bind_parameter(b + 2, row.bridge.as_str())
+            stmt.raw_bind_parameter(b + 1, v.id).map_err(e)?;
+            stmt.raw_bind_parameter(b + 2, v.bridge).map_err(e)?;
+            stmt.raw_bind_parameter(b + 3, v.account).map_err(e)?;
+            stmt.raw_bind_parameter(b + 4, v.recipient).map_err(e)?;
+            stmt.raw_bind_parameter(b + 5, v.payload).map_err(e)?;
+            stmt.raw_bind_parameter(b + 6, v.from_jid).map_err(e)?;
+            stmt.raw_bind_parameter(b + 7, v.stanza_id).map_err(e)?;
+            stmt.raw_bind_parameter(b + 8, v.want_receipt).map_err(e)?;
+            stmt.raw_bind_parameter(b + 9, state).map_err(e)?;
+            stmt.raw_bind_parameter(b + 10, v.attempts).map_err(e)?;
+            stmt.raw_bind_parameter(b + 11, v.created_at_ms)
                 .map_err(e)?;
-            stmt.raw_bind_parameter(b + 3, row.account.0).map_err(e)?;
-            stmt.raw_bind_parameter(b + 4, &row.recipient).map_err(e)?;
-            stmt.raw_bind_parameter(b + 5, &row.payload).map_err(e)?;
-            stmt.raw_bind_parameter(b + 6, &row.from_jid).map_err(e)?;
-            stmt.raw_bind_parameter(b + 7, &row.stanza_id).map_err(e)?;
-            stmt.raw_bind_parameter(b + 8, row.want_receipt)
+            stmt.raw_bind_parameter(b + 12, locked_until).map_err(e)?;
+            stmt.raw_bind_parameter(b + 13, remote).map_err(e)?;
+            stmt.raw_bind_parameter(b + 14, thread).map_err(e)?;
+            stmt.raw_bind_parameter(b + 15, v.created_at_ms)
                 .map_err(e)?;
-            stmt.raw_bind_parameter(b + 9, row.state.as_str())
-                .map_err(e)?;
-            stmt.raw_bind_parameter(b + 10, row.attempts).map_err(e)?;
-            stmt.raw_bind_parameter(b + 11, row.next_attempt_at_ms)
-                .map_err(e)?;
-            stmt.raw_bind_parameter(b + 12, row.locked_until_ms)
-                .map_err(e)?;
-            stmt.raw_bind_parameter(b + 13, &row.remote_message_id)
-                .map_err(e)?;
-            stmt.raw_bind_parameter(b + 14, &h.thread).map_err(e)?;
-            stmt.raw_bind_parameter(b + 15, row.created_at_ms)
-                .map_err(e)?;
-            stmt.raw_bind_parameter(b + 16, row.updated_at_ms)
-                .map_err(e)?;
+            stmt.raw_bind_parameter(b + 16, updated).map_err(e)?;
         }
         stmt.raw_execute().map_err(lane_error)?;
     }
