@@ -294,17 +294,34 @@ static LANE_SQL: std::sync::LazyLock<Vec<(String, String)>> = std::sync::LazyLoc
 /// the statement texts for each chunk's size.
 fn in_chunks<T>(
     rows: &[T],
-    mut each: impl FnMut(&[T], &'static (String, String)) -> Result<(), StoreError>,
+    each: impl FnMut(&[T], &'static (String, String)) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    chunked(rows, &LANE_CHUNKS, &LANE_SQL, each)
+}
+
+/// Calls `each` with `rows` cut into chunks of the `sizes` (largest first; the last must
+/// be 1) and the statement for each chunk's size, `statements[i]` for `sizes[i]`.
+fn chunked<T, S>(
+    rows: &[T],
+    sizes: &[usize],
+    statements: &'static [S],
+    mut each: impl FnMut(&[T], &'static S) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let mut rest = rows;
     while !rest.is_empty() {
-        let i = LANE_CHUNKS
+        let i = sizes
             .iter()
             .position(|&n| n <= rest.len())
-            .unwrap_or(LANE_CHUNKS.len() - 1);
-        let (chunk, tail) = rest.split_at(LANE_CHUNKS[i].min(rest.len()));
+            .unwrap_or(sizes.len() - 1);
+        let (chunk, tail) = rest.split_at(sizes[i].min(rest.len()));
         rest = tail;
-        each(chunk, &LANE_SQL[i])?;
+        let Some(sql) = statements.get(i) else {
+            return Err(StoreError::Corrupt(format!(
+                "no statement for {} rows",
+                sizes[i]
+            )));
+        };
+        each(chunk, sql)?;
     }
     Ok(())
 }
@@ -416,15 +433,8 @@ static PUT_SQL: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
 /// Inserts rows the journal held, whole, on the lane's connection (inside its write
 /// transaction).
 fn lane_put(conn: &rusqlite::Connection, rows: &[Held]) -> Result<(), StoreError> {
-    let mut rest = rows;
-    while !rest.is_empty() {
-        let i = PUT_CHUNKS
-            .iter()
-            .position(|&n| n <= rest.len())
-            .unwrap_or(PUT_CHUNKS.len() - 1);
-        let (chunk, tail) = rest.split_at(PUT_CHUNKS[i].min(rest.len()));
-        rest = tail;
-        let mut stmt = conn.prepare_cached(&PUT_SQL[i]).map_err(lane_error)?;
+    chunked(rows, &PUT_CHUNKS, &PUT_SQL, |chunk, sql| {
+        let mut stmt = conn.prepare_cached(sql).map_err(lane_error)?;
         for (r, h) in chunk.iter().enumerate() {
             let b = r * PUT_COLUMNS;
             let v = h
@@ -461,8 +471,8 @@ fn lane_put(conn: &rusqlite::Connection, rows: &[Held]) -> Result<(), StoreError
             stmt.raw_bind_parameter(b + 16, updated).map_err(e)?;
         }
         stmt.raw_execute().map_err(lane_error)?;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Reserves `n` ids from the outbox's AUTOINCREMENT counter, which SQLite never hands out
