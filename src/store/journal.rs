@@ -151,6 +151,8 @@ pub(crate) struct Journal {
     dir: PathBuf,
     /// `<database file name>-outbox-`: every segment's name starts with it.
     prefix: String,
+    /// SQLite's write-ahead log of the database (`<database file>-wal`).
+    wal: PathBuf,
     state: Mutex<State>,
     /// Set once what dead processes left has been moved into SQLite.
     enabled: AtomicBool,
@@ -175,6 +177,7 @@ impl Journal {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "ferry.db".into());
         Journal {
+            wal: dir.join(format!("{name}-wal")),
             dir,
             prefix: format!("{name}-outbox-"),
             state: Mutex::new(State::default()),
@@ -338,6 +341,9 @@ impl Journal {
     pub(crate) fn moved(&self, n: usize, retired: usize) {
         let mut st = self.lock();
         st.moving = st.moving.saturating_sub(n);
+        if retired == 0 || st.retired.is_empty() || !self.sync_wal() {
+            return;
+        }
         for _ in 0..retired.min(st.retired.len()) {
             if let Some(seg) = st.retired.pop_front() {
                 remove(seg);
@@ -399,11 +405,30 @@ impl Journal {
         if !st.inflight.is_empty() || !st.settled.is_empty() || st.moving != 0 {
             return;
         }
+        if (st.active.is_some() || !st.retired.is_empty()) && !self.sync_wal() {
+            return;
+        }
         while let Some(seg) = st.retired.pop_front() {
             remove(seg);
         }
         if let Some(seg) = st.active.take() {
             remove(seg);
+        }
+    }
+
+    /// Makes what SQLite committed durable (its WAL on disk), before a segment whose rows
+    /// it holds now is deleted: with `synchronous=NORMAL` SQLite syncs its WAL only at
+    /// checkpoints, and a power loss must not take the rows from both places. False (and
+    /// logged) if that failed: the segments then stay.
+    pub(crate) fn sync_wal(&self) -> bool {
+        match File::open(&self.wal).and_then(|f| f.sync_data()) {
+            Ok(()) => true,
+            // No WAL: nothing was committed through it that is not in the database file.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => {
+                tracing::warn!("outbox journal: cannot sync {}: {e}", self.wal.display());
+                false
+            }
         }
     }
 

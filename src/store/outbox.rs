@@ -515,7 +515,9 @@ impl Store {
             let n = orphans.rows.len();
             let rows = Arc::new(std::mem::take(&mut orphans.rows));
             lane.call(move |conn| lane_put(conn, &rows)).await?;
-            orphans.remove();
+            if j.sync_wal() {
+                orphans.remove();
+            }
             tracing::info!("outbox journal: {n} message(s) a stopped ferry left are in the store");
         }
         j.enable();
