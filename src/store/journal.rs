@@ -143,6 +143,10 @@ struct State {
     settled: Vec<Held>,
     /// Rows taken out by lane jobs that have not answered yet.
     moving: usize,
+    /// How many of the oldest retired segments hold only rows that are in SQLite.
+    deletable: usize,
+    /// A failed move could not write its rows again: retired segments stay.
+    keep_retired: bool,
 }
 
 /// The journal of one store (see the module's documentation).
@@ -337,18 +341,13 @@ impl Journal {
     }
 
     /// `n` taken rows are in SQLite now; so are the rows of the `retired` oldest retired
-    /// segments, which are deleted.
+    /// segments, which are deleted once no other move is on its way (a move that fails
+    /// writes its rows again first; see [`Journal::put_back`]).
     pub(crate) fn moved(&self, n: usize, retired: usize) {
         let mut st = self.lock();
         st.moving = st.moving.saturating_sub(n);
-        if retired == 0 || st.retired.is_empty() || !self.sync_wal() {
-            return;
-        }
-        for _ in 0..retired.min(st.retired.len()) {
-            if let Some(seg) = st.retired.pop_front() {
-                remove(seg);
-            }
-        }
+        st.deletable = st.deletable.max(retired);
+        self.delete_retired(&mut st);
     }
 
     /// Taken rows did not reach SQLite: they are the journal's again, written anew into
@@ -366,6 +365,11 @@ impl Journal {
         let mut st = self.lock();
         st.moving = st.moving.saturating_sub(rows.len());
         let written = self.write(&mut st, &buf).map(|_| ());
+        if written.is_err() {
+            // Their only records may be in retired segments: those stay until the next
+            // start reads them.
+            st.keep_retired = true;
+        }
         for h in rows {
             if h.sent.is_some() {
                 st.settled.push(h);
@@ -373,7 +377,22 @@ impl Journal {
                 st.inflight.insert(h.id, h);
             }
         }
+        self.delete_retired(&mut st);
         written
+    }
+
+    /// Deletes the retired segments whose rows are all in SQLite (or written again), once
+    /// no move is on its way and SQLite's WAL is on disk.
+    fn delete_retired(&self, st: &mut State) {
+        if st.deletable == 0 || st.moving != 0 || st.keep_retired || !self.sync_wal() {
+            return;
+        }
+        for _ in 0..st.deletable.min(st.retired.len()) {
+            if let Some(seg) = st.retired.pop_front() {
+                remove(seg);
+            }
+        }
+        st.deletable = 0;
     }
 
     /// Rows of `bridge` stored and not settled.
@@ -405,7 +424,8 @@ impl Journal {
         if !st.inflight.is_empty() || !st.settled.is_empty() || st.moving != 0 {
             return;
         }
-        if (st.active.is_some() || !st.retired.is_empty()) && !self.sync_wal() {
+        if st.keep_retired || ((st.active.is_some() || !st.retired.is_empty()) && !self.sync_wal())
+        {
             return;
         }
         while let Some(seg) = st.retired.pop_front() {
@@ -925,6 +945,33 @@ mod tests {
         assert_eq!(found.rows.len(), 2);
         assert!(found.rows[1].sent.is_some());
         assert!(found.rows[0].sent.is_none());
+    }
+
+    #[test]
+    fn a_full_segment_goes_only_once_no_failed_move_needs_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("ferry.db");
+        let files = || std::fs::read_dir(dir.path()).expect("dir").count();
+        let j = Journal::new(&db);
+        j.accept(&[row(1, "a")]).expect("accept");
+        j.settle(vec![sent_row(1)], 5000).expect("settle");
+        // A flush of row 1 is on its way when the segment fills up.
+        let flush = j.take_settled(|rows| rows).expect("a settled row");
+        let big = "x".repeat(SEGMENT_BYTES as usize);
+        assert!(j.accept(&[row(2, &big)]).expect("accept"), "the segment is full");
+        let taken = j.take_all(|t| t).expect("row 2");
+        assert_eq!((taken.rows.len(), taken.retired), (1, 1));
+        // Row 2 reached SQLite, but the flush has not answered: the segment stays.
+        j.moved(taken.rows.len(), taken.retired);
+        assert_eq!(files(), 1);
+        // The flush failed: row 1 is written again, and only then does the old segment go.
+        j.put_back(flush).expect("put back");
+        assert_eq!(files(), 1);
+        drop(j);
+        let found = Journal::new(&db).orphans().expect("read");
+        let ids: Vec<i64> = found.rows.iter().map(|h| h.id).collect();
+        assert_eq!(ids, vec![1]);
+        assert!(found.rows[0].sent.is_some());
     }
 
     #[test]
