@@ -958,7 +958,10 @@ mod tests {
         // A flush of row 1 is on its way when the segment fills up.
         let flush = j.take_settled(|rows| rows).expect("a settled row");
         let big = "x".repeat(SEGMENT_BYTES as usize);
-        assert!(j.accept(&[row(2, &big)]).expect("accept"), "the segment is full");
+        assert!(
+            j.accept(&[row(2, &big)]).expect("accept"),
+            "the segment is full"
+        );
         let taken = j.take_all(|t| t).expect("row 2");
         assert_eq!((taken.rows.len(), taken.retired), (1, 1));
         // Row 2 reached SQLite, but the flush has not answered: the segment stays.
