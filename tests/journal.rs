@@ -238,3 +238,33 @@ async fn a_full_segment_is_moved_into_the_database_and_deleted() {
     assert_eq!(segments(dir.path()), 0);
     s.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_right_after_a_flush_leaves_no_journal_and_every_row_settled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path()).await;
+    let a = alice(&s).await;
+    // More settled rows than one group: a move into the table starts on its own, and the
+    // close comes while it is on its way.
+    let rows = s
+        .enqueue_claimed((0..300).map(|n| message(a, n, 10)).collect(), 60_000)
+        .await
+        .expect("stored");
+    s.complete_sent(
+        rows.iter()
+            .map(|r| sent(r.id, a, &format!("<r{}@mail>", r.id)))
+            .collect(),
+    )
+    .await
+    .expect("settled");
+    s.close().await;
+    assert_eq!(segments(dir.path()), 0);
+    assert_eq!(
+        raw_count(
+            dir.path(),
+            "SELECT COUNT(*) FROM outbox WHERE state = 'sent' AND remote_message_id IS NOT NULL"
+        )
+        .await,
+        300
+    );
+}

@@ -160,6 +160,8 @@ pub(crate) struct Journal {
     state: Mutex<State>,
     /// Set once what dead processes left has been moved into SQLite.
     enabled: AtomicBool,
+    /// Woken whenever no move of rows is on its way any more.
+    settled_moves: tokio::sync::Notify,
 }
 
 /// What a full take holds: the rows, and how many retired segments may be deleted once
@@ -186,6 +188,7 @@ impl Journal {
             prefix: format!("{name}-outbox-"),
             state: Mutex::new(State::default()),
             enabled: AtomicBool::new(false),
+            settled_moves: tokio::sync::Notify::new(),
         }
     }
 
@@ -384,6 +387,9 @@ impl Journal {
     /// Deletes the retired segments whose rows are all in SQLite (or written again), once
     /// no move is on its way and SQLite's WAL is on disk.
     fn delete_retired(&self, st: &mut State) {
+        if st.moving == 0 {
+            self.settled_moves.notify_waiters();
+        }
         if st.deletable == 0 || st.moving != 0 || st.keep_retired || !self.sync_wal() {
             return;
         }
@@ -416,6 +422,21 @@ impl Journal {
     pub(crate) fn lease_ended(&self, now: i64) -> bool {
         let st = self.lock();
         st.inflight.values().any(|h| h.lease_until <= now)
+    }
+
+    /// Waits (up to `within`) until no move of rows into SQLite is on its way: the task
+    /// that hears a move's result may not have run yet when a later move returns.
+    pub(crate) async fn moves_done(&self, within: std::time::Duration) {
+        let wait = async {
+            loop {
+                let woken = self.settled_moves.notified();
+                if self.lock().moving == 0 {
+                    return;
+                }
+                woken.await;
+            }
+        };
+        let _ = tokio::time::timeout(within, wait).await;
     }
 
     /// Deletes this process's segments; only once every row is in SQLite.

@@ -140,6 +140,7 @@ impl Store {
             tracing::error!("cannot move the outbox journal's rows into the database: {e}");
         }
         if let Some(journal) = &self.journal {
+            journal.moves_done(std::time::Duration::from_secs(5)).await;
             journal.remove_all();
         }
         if let Some(lane) = &self.lane {

@@ -431,8 +431,9 @@ static PUT_SQL: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
 });
 
 /// Inserts rows the journal held, whole, on the lane's connection (inside its write
-/// transaction).
-fn lane_put(conn: &rusqlite::Connection, rows: &[Held]) -> Result<(), StoreError> {
+/// transaction); returns how many were not in the table yet.
+fn lane_put(conn: &rusqlite::Connection, rows: &[Held]) -> Result<usize, StoreError> {
+    let mut inserted = 0;
     chunked(rows, &PUT_CHUNKS, &PUT_SQL, |chunk, sql| {
         let mut stmt = conn.prepare_cached(sql).map_err(lane_error)?;
         for (r, h) in chunk.iter().enumerate() {
@@ -470,9 +471,10 @@ fn lane_put(conn: &rusqlite::Connection, rows: &[Held]) -> Result<(), StoreError
                 .map_err(e)?;
             stmt.raw_bind_parameter(b + 16, updated).map_err(e)?;
         }
-        stmt.raw_execute().map_err(lane_error)?;
+        inserted += stmt.raw_execute().map_err(lane_error)?;
         Ok(())
-    })
+    })?;
+    Ok(inserted)
 }
 
 /// Reserves `n` ids from the outbox's AUTOINCREMENT counter, which SQLite never hands out
@@ -514,11 +516,16 @@ impl Store {
         if orphans.segments() > 0 {
             let n = orphans.rows.len();
             let rows = Arc::new(std::mem::take(&mut orphans.rows));
-            lane.call(move |conn| lane_put(conn, &rows)).await?;
+            let inserted = lane.call(move |conn| lane_put(conn, &rows)).await?;
             if j.sync_wal() {
                 orphans.remove();
             }
-            tracing::info!("outbox journal: {n} message(s) a stopped ferry left are in the store");
+            if inserted > 0 {
+                tracing::info!(
+                    "outbox journal: {inserted} message(s) a stopped ferry left moved into the store"
+                );
+            }
+            tracing::debug!("outbox journal: read {n} row(s) left by a stopped ferry");
         }
         j.enable();
         Ok(())
@@ -534,7 +541,7 @@ impl Store {
         let job = j.take_all(|Taken { rows, retired }| {
             let rows = Arc::new(rows);
             let put = Arc::clone(&rows);
-            let done = lane.submit(move |conn| lane_put(conn, &put));
+            let done = lane.submit(move |conn| lane_put(conn, &put).map(|_| ()));
             (rows, retired, done)
         });
         let Some((rows, retired, done)) = job else {
@@ -556,7 +563,10 @@ impl Store {
         let job = j.take_settled(|rows| {
             let rows = Arc::new(rows);
             let put = Arc::clone(&rows);
-            (rows, lane.submit(move |conn| lane_put(conn, &put)))
+            (
+                rows,
+                lane.submit(move |conn| lane_put(conn, &put).map(|_| ())),
+            )
         });
         if let Some((rows, done)) = job {
             let j = Arc::clone(j);
