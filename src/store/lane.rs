@@ -1,6 +1,8 @@
 //! The SQLite lane: one thread that owns a rusqlite connection to the store's SQLite file
-//! and runs the outbox's hot path (store a batch of messages, claim due rows, settle a
-//! batch) as whole jobs, committing every job that is waiting in one transaction.
+//! and runs the outbox's writes (moving the outbox journal's rows into the table, claiming
+//! due rows, settling rows the journal does not hold, and storing and settling batches
+//! where the journal is not in use) as whole jobs, committing every job that is waiting in
+//! one transaction.
 //!
 //! Why it exists: sqlx's SQLite driver runs every statement on a worker thread behind a
 //! channel, so each statement costs two thread wake-ups, and a message used to cost about

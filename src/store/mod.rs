@@ -4,8 +4,9 @@
 //! bridges.
 //!
 //! One set of queries serves SQLite and PostgreSQL through [`sqlx::AnyPool`]; where the
-//! dialects differ the code branches on [`Backend`]. On a SQLite file the outbox's hot path
-//! runs on the store's own SQLite thread instead (`lane`), a whole batch per hand-off.
+//! dialects differ the code branches on [`Backend`]. On a SQLite file the outbox's rows are
+//! first appended to a journal file (`journal`) and moved into the table in groups, and the
+//! outbox's writes run on the store's own SQLite thread (`lane`), a whole batch per job.
 //! Times are `i64` unix milliseconds.
 //! The schema lives in `migrations/{sqlite,postgres}/` and is applied by
 //! [`Store::migrate`].
@@ -71,7 +72,7 @@ pub struct Store {
     backend: Backend,
     /// Seals credentials at rest; behind an `Arc` so clones do not copy the key around.
     cipher: Arc<Cipher>,
-    /// The thread that runs the outbox's hot path on a SQLite file (`None` otherwise).
+    /// The thread that runs the outbox's writes on a SQLite file (`None` otherwise).
     lane: Option<Arc<lane::Lane>>,
     /// Where the outbox's rows are first written on a SQLite file (`None` otherwise); in
     /// use once [`Store::migrate`] has moved what a dead process left into SQLite.
