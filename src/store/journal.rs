@@ -566,7 +566,11 @@ impl Journal {
                     bytes.len() - whole
                 );
             }
-            out.files.push((path, file));
+            out.files.push(Segment {
+                path,
+                file,
+                bytes: bytes.len() as u64,
+            });
         }
         for (id, sent) in settles {
             if let Some(h) = rows.get_mut(&id) {
@@ -589,7 +593,7 @@ impl Journal {
 #[derive(Debug, Default)]
 pub(crate) struct Orphans {
     pub(crate) rows: Vec<Held>,
-    files: Vec<(PathBuf, File)>,
+    files: Vec<Segment>,
 }
 
 impl Orphans {
@@ -600,13 +604,7 @@ impl Orphans {
 
     /// Deletes the segments (call once their rows are in SQLite).
     pub(crate) fn remove(self) {
-        for (path, file) in self.files {
-            remove(Segment {
-                path,
-                file,
-                bytes: 0,
-            });
-        }
+        self.files.into_iter().for_each(remove);
     }
 }
 
@@ -668,7 +666,6 @@ fn encode_accept(buf: &mut Vec<u8>, row: &OutboxRow) -> usize {
     let at = begin_record(buf, ACCEPT);
     put_i64(buf, row.id);
     put_i64(buf, row.created_at_ms);
-    put_i64(buf, row.locked_until_ms);
     put_i64(buf, row.attempts);
     put_str(buf, row.bridge.as_str());
     put_i64(buf, row.account.0);
@@ -783,7 +780,6 @@ fn decode_all(
 fn decode_accept<'a>(r: &mut Reader<'a>) -> Option<(RowView<'a>, BridgeKind)> {
     let id = r.i64()?;
     let created_at_ms = r.i64()?;
-    let _lease_until = r.i64()?;
     let attempts = r.i64()?;
     let bridge = r.str()?;
     let kind = parse_bridge(bridge).ok()?;

@@ -538,43 +538,16 @@ impl Store {
         let Some((j, lane)) = self.journal() else {
             return Ok(());
         };
-        let job = j.take_all(|Taken { rows, retired }| {
-            let rows = Arc::new(rows);
-            let put = Arc::clone(&rows);
-            let done = lane.submit(move |conn| lane_put(conn, &put).map(|_| ()));
-            (rows, retired, done)
-        });
-        let Some((rows, retired, done)) = job else {
-            return Ok(());
-        };
-        // In a task of its own, so that a caller who stops waiting does not leave the rows
-        // neither here nor there.
-        let j = Arc::clone(j);
-        tokio::spawn(async move { settle_move(&j, rows, retired, done.await) })
-            .await
-            .map_err(|_| StoreError::Closed)?
+        match j.take_all(|Taken { rows, retired }| start_move(j, lane, rows, retired)) {
+            Some(task) => task.await.map_err(|_| StoreError::Closed)?,
+            None => Ok(()),
+        }
     }
 
     /// Starts moving the journal's settled rows into the database, without waiting.
     fn flush_settled(&self) {
-        let Some((j, lane)) = self.journal() else {
-            return;
-        };
-        let job = j.take_settled(|rows| {
-            let rows = Arc::new(rows);
-            let put = Arc::clone(&rows);
-            (
-                rows,
-                lane.submit(move |conn| lane_put(conn, &put).map(|_| ())),
-            )
-        });
-        if let Some((rows, done)) = job {
-            let j = Arc::clone(j);
-            tokio::spawn(async move {
-                if let Err(e) = settle_move(&j, rows, 0, done.await) {
-                    tracing::error!("outbox journal: cannot move settled rows into the store: {e}");
-                }
-            });
+        if let Some((j, lane)) = self.journal() {
+            j.take_settled(|rows| start_move(j, lane, rows, 0));
         }
     }
 
@@ -621,10 +594,8 @@ impl Store {
                 .collect();
             if j.accept(&rows)? {
                 // The segment is full: once every row is in SQLite it can go. The rows are
-                // stored either way.
-                if let Err(e) = self.sync_outbox().await {
-                    tracing::error!("outbox journal: cannot move rows into the store: {e}");
-                }
+                // stored either way (a failed move is logged where it ends).
+                let _ = self.sync_outbox().await;
             }
             return Ok(rows);
         }
@@ -935,26 +906,35 @@ pub struct SentRow {
     pub thread: Option<String>,
 }
 
-/// Ends a move of journal rows into SQLite: on success the journal forgets them (and the
-/// retired segments the move covered), else it takes them back.
-fn settle_move(
-    j: &Journal,
-    rows: Arc<Vec<Held>>,
+/// Queues the lane job that moves `rows` out of the journal into the table (called while
+/// the journal is locked, so that moves queue in the order they were taken) and starts
+/// the task that ends the move: on success the journal forgets the rows (and the
+/// `retired` segments the move covered), else it takes them back. The task runs whether
+/// or not anyone waits for it, so a caller who stops waiting leaves no row neither here
+/// nor there.
+fn start_move(
+    j: &Arc<Journal>,
+    lane: &Lane,
+    rows: Vec<Held>,
     retired: usize,
-    done: Result<(), StoreError>,
-) -> Result<(), StoreError> {
-    match done {
-        Ok(()) => {
-            j.moved(rows.len(), retired);
-            Ok(())
-        }
-        Err(e) => {
-            // The lane's job dropped its handle before answering.
-            let rows = Arc::try_unwrap(rows).unwrap_or_else(|shared| shared.as_ref().clone());
-            if let Err(again) = j.put_back(rows) {
-                tracing::error!("outbox journal: cannot write rows back: {again}");
+) -> tokio::task::JoinHandle<Result<(), StoreError>> {
+    let rows = Arc::new(rows);
+    let put = Arc::clone(&rows);
+    let done = lane.submit(move |conn| lane_put(conn, &put).map(|_| ()));
+    let j = Arc::clone(j);
+    tokio::spawn(async move {
+        let result = done.await;
+        match &result {
+            Ok(()) => j.moved(rows.len(), retired),
+            Err(e) => {
+                tracing::warn!("outbox journal: cannot move rows into the store: {e}");
+                // The lane's job dropped its handle before answering.
+                let rows = Arc::try_unwrap(rows).unwrap_or_else(|shared| shared.as_ref().clone());
+                if let Err(again) = j.put_back(rows) {
+                    tracing::error!("outbox journal: cannot write rows back: {again}");
+                }
             }
-            Err(e)
         }
-    }
+        result
+    })
 }
