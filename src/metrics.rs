@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// A metric's identity: its name and up to three label pairs.
@@ -14,7 +15,7 @@ type Key = (&'static str, [(&'static str, &'static str); 3]);
 
 #[derive(Default)]
 struct Inner {
-    counters: BTreeMap<Key, u64>,
+    counters: BTreeMap<Key, Counter>,
     gauges: BTreeMap<Key, i64>,
 }
 
@@ -41,6 +42,21 @@ impl ferry_bridge_api::Counters for Metrics {
         outcome: &'static str,
     ) {
         Metrics::message(self, bridge.as_str(), direction, outcome);
+    }
+}
+
+/// One counter, held by whoever counts often (the link's reader counts every stanza) so
+/// that counting is one atomic add, without the registry's lock.
+#[derive(Clone, Debug, Default)]
+pub struct Counter(Arc<AtomicU64>);
+
+impl Counter {
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -98,7 +114,12 @@ impl Metrics {
     }
 
     fn add(&self, key: Key, n: u64) {
-        self.with(|i| *i.counters.entry(key).or_insert(0) += n);
+        self.handle(key).add(n);
+    }
+
+    /// The counter of `key`, registered (at 0) if it was not.
+    fn handle(&self, key: Key) -> Counter {
+        self.with(|i| i.counters.entry(key).or_default().clone())
     }
 
     fn set(&self, key: Key, v: i64) {
@@ -113,13 +134,15 @@ impl Metrics {
 
     /// Counts `n` stanzas at once (see [`Metrics::stanza`]).
     pub fn stanzas(&self, bridge: &'static str, direction: &'static str, n: u64) {
-        self.add(
-            (
-                "ferry_stanzas_total",
-                [("bridge", bridge), ("direction", direction), NONE],
-            ),
-            n,
-        );
+        self.stanza_counter(bridge, direction).add(n);
+    }
+
+    /// The counter of stanzas of one bridge and direction, to count with directly.
+    pub fn stanza_counter(&self, bridge: &'static str, direction: &'static str) -> Counter {
+        self.handle((
+            "ferry_stanzas_total",
+            [("bridge", bridge), ("direction", direction), NONE],
+        ))
     }
 
     pub fn message(&self, bridge: &'static str, direction: &'static str, outcome: &'static str) {
@@ -193,7 +216,7 @@ impl Metrics {
                 .filter(|((n, ls), _)| {
                     *n == name && labels.iter().all(|l| ls.iter().any(|x| x == l))
                 })
-                .map(|(_, v)| *v)
+                .map(|(_, v)| v.get())
                 .sum()
         })
     }
@@ -208,7 +231,7 @@ impl Metrics {
                 counters
                     .iter()
                     .filter(|((n, _), _)| n == name)
-                    .map(|((_, ls), v)| (labels(ls), v.to_string()))
+                    .map(|((_, ls), v)| (labels(ls), v.get().to_string()))
                     .collect()
             } else {
                 gauges

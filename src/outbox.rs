@@ -12,8 +12,9 @@ use futures_util::stream::FuturesUnordered;
 
 use ferry_bridge_api::{BridgeError, ErrorKind, Outbound, RemoteId, SendReceipt};
 
+use crate::component::Receipt;
 use crate::gateway::{Gateway, OutboxPayload};
-use crate::stanza::{Condition, condition_for, error_element, ns};
+use crate::stanza::{Condition, condition_for, error_element};
 use crate::store::{OutboxRow, SentRow, now_ms};
 use crate::xml::{Element, NS_COMPONENT};
 
@@ -41,6 +42,19 @@ enum Attempt {
     Retry(i64),
     /// It was settled as failed (the user has been told).
     Settled,
+}
+
+/// The XEP-0184 receipt for a delivered row, from the contact, if its sender asked for one.
+fn receipt(row: OutboxRow, contact: String) -> Option<Receipt> {
+    if !row.want_receipt {
+        return None;
+    }
+    Some(Receipt {
+        from: contact,
+        to: row.from_jid,
+        row: row.id,
+        of: row.stanza_id?,
+    })
 }
 
 /// The instant a unix time in milliseconds falls on (now if it has passed).
@@ -214,21 +228,28 @@ impl Gateway {
             self.settled.send_modify(|v| *v += n);
             // Receipts only once the store says the rows are settled.
             self.metrics.messages(self.kind.as_str(), "out", "ok", n);
+            // The receipts go to the writer together, in order with any notices.
+            let mut receipts = Vec::with_capacity(answers.len());
             for d in answers {
-                if d.receipt_now {
-                    self.send_receipt(&d.row, &d.contact).await;
+                let Answer {
+                    receipt_now,
+                    contact,
+                    row,
+                    notice,
+                } = d;
+                let notice = notice.map(|text| {
+                    let text = format!("to {contact}: {text}");
+                    crate::stanza::message(&self.domain, &row.from_jid, "chat", &text)
+                });
+                if receipt_now && let Some(r) = receipt(row, contact) {
+                    receipts.push(r);
                 }
-                if let Some(text) = &d.notice {
-                    let text = format!("to {}: {text}", d.contact);
-                    self.send(crate::stanza::message(
-                        &self.domain,
-                        &d.row.from_jid,
-                        "chat",
-                        &text,
-                    ))
-                    .await;
+                if let Some(m) = notice {
+                    self.out.send_receipts(std::mem::take(&mut receipts)).await;
+                    self.send(m).await;
                 }
             }
+            self.out.send_receipts(receipts).await;
         }
         retry_at
     }
@@ -350,13 +371,14 @@ impl Gateway {
         if !row.want_receipt {
             return;
         }
-        let Some(sid) = &row.stanza_id else { return };
-        let m = Element::new("message", NS_COMPONENT)
-            .with_attr("from", contact)
-            .with_attr("to", &row.from_jid)
-            .with_attr("id", format!("rcpt-{}", row.id))
-            .with_child(Element::new("received", ns::RECEIPTS).with_attr("id", sid.clone()));
-        self.send(m).await;
+        let Some(of) = &row.stanza_id else { return };
+        let r = Receipt {
+            from: contact.to_owned(),
+            to: row.from_jid.clone(),
+            row: row.id,
+            of: of.clone(),
+        };
+        self.out.send_receipts(vec![r]).await;
     }
 
     /// A message error telling the user their message will not arrive, and why.

@@ -20,7 +20,7 @@ use axum::routing::get;
 use common::client::{self, Client, body, condition, error_text};
 use common::prosody::Prosody;
 use ferry::app::Running;
-use ferry::component::Outgoing;
+use ferry::component::{Frame, Outgoing};
 use ferry::config::Config;
 use ferry::gateway::Gateway;
 use ferry::metrics::Metrics;
@@ -875,7 +875,7 @@ fn offered(bridge: &SmsBridge, user: &str) -> Vec<String> {
 
 struct Local {
     gw: Arc<Gateway>,
-    out: mpsc::Receiver<Element>,
+    out: mpsc::Receiver<Frame>,
     _shutdown: watch::Sender<bool>,
     _connected: watch::Sender<bool>,
 }
@@ -930,9 +930,11 @@ impl Local {
         // The router ends when its channel does, after storing the batch.
         Arc::clone(&self.gw).run_router(rx).await;
         let mut refused = Vec::new();
-        while let Ok(e) = self.out.try_recv() {
-            let id = e.attr("id").unwrap_or_default().to_owned();
-            refused.push((id, e));
+        while let Ok(frame) = self.out.try_recv() {
+            for e in frame.into_elements() {
+                let id = e.attr("id").unwrap_or_default().to_owned();
+                refused.push((id, e));
+            }
         }
         refused
     }

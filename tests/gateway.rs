@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry::component::Outgoing;
+use ferry::component::{Frame, Outgoing};
 use ferry::config::Config;
 use ferry::gateway::Gateway;
 use ferry::metrics::Metrics;
@@ -18,7 +18,7 @@ const DOMAIN: &str = "gw.example.org";
 
 struct Harness {
     gw: Arc<Gateway>,
-    out: mpsc::Receiver<Element>,
+    out: mpsc::Receiver<Frame>,
     /// Stanzas seen while looking for another one, offered first to later lookups.
     backlog: Vec<Element>,
     fake: FakeBridge,
@@ -80,31 +80,30 @@ impl Harness {
             .await;
     }
 
+    /// Moves the stanzas of the next frame sent out into the backlog, within a deadline.
+    async fn fill(&mut self, what: &str) {
+        let frame = tokio::time::timeout(Duration::from_secs(10), self.out.recv())
+            .await
+            .expect(what)
+            .expect("channel open");
+        self.backlog.extend(frame.into_elements());
+    }
+
     /// The next stanza sent out, within a deadline.
     async fn next(&mut self) -> Element {
-        if !self.backlog.is_empty() {
-            return self.backlog.remove(0);
+        while self.backlog.is_empty() {
+            self.fill("a stanza within 10 s").await;
         }
-        tokio::time::timeout(Duration::from_secs(10), self.out.recv())
-            .await
-            .expect("a stanza within 10 s")
-            .expect("channel open")
+        self.backlog.remove(0)
     }
 
     /// The next stanza matching `pred`, skipping others.
     async fn next_where(&mut self, pred: impl Fn(&Element) -> bool) -> Element {
-        if let Some(pos) = self.backlog.iter().position(&pred) {
-            return self.backlog.remove(pos);
-        }
         loop {
-            let e = tokio::time::timeout(Duration::from_secs(10), self.out.recv())
-                .await
-                .expect("a matching stanza within 10 s")
-                .expect("channel open");
-            if pred(&e) {
-                return e;
+            if let Some(pos) = self.backlog.iter().position(&pred) {
+                return self.backlog.remove(pos);
             }
-            self.backlog.push(e);
+            self.fill("a matching stanza within 10 s").await;
         }
     }
 

@@ -11,7 +11,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, timeout};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Counter, Metrics};
 use crate::xml::{
     self, Element, Limits, NS_COMPONENT, NS_STREAM, NS_STREAM_ERRORS, StreamEvent, StreamReader,
     XmlError,
@@ -68,24 +68,114 @@ enum Ended {
     Retry(String),
 }
 
+/// An XEP-0184 receipt for a delivered message, as the outbox has it: the writer
+/// serializes it straight from these fields (a pass of the outbox answers hundreds of
+/// messages at once, and an [`Element`] each would cost a dozen allocations).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The contact's JID.
+    pub from: String,
+    /// The user's full JID.
+    pub to: String,
+    /// The outbox row (the receipt's own id is `rcpt-ROW`).
+    pub row: i64,
+    /// The id of the message it acknowledges.
+    pub of: String,
+}
+
+impl Receipt {
+    /// The receipt as a stanza (tests, and anything that wants to look at it).
+    pub fn to_element(&self) -> Element {
+        Element::new("message", NS_COMPONENT)
+            .with_attr("from", self.from.as_str())
+            .with_attr("to", self.to.as_str())
+            .with_attr("id", format!("rcpt-{}", self.row))
+            .with_child(
+                Element::new("received", crate::stanza::ns::RECEIPTS)
+                    .with_attr("id", self.of.as_str()),
+            )
+    }
+
+    /// Appends the stanza's XML, exactly as [`Element::write_to`] would write
+    /// [`Receipt::to_element`] on a component stream.
+    fn write_to(&self, out: &mut String) {
+        out.push_str("<message from=\"");
+        xml::escape_into(out, &self.from, true);
+        out.push_str("\" to=\"");
+        xml::escape_into(out, &self.to, true);
+        out.push_str("\" id=\"rcpt-");
+        let _ = std::fmt::Write::write_fmt(out, format_args!("{}", self.row));
+        out.push_str("\"><received xmlns=\"");
+        out.push_str(crate::stanza::ns::RECEIPTS);
+        out.push_str("\" id=\"");
+        xml::escape_into(out, &self.of, true);
+        out.push_str("\"/></message>");
+    }
+}
+
+/// What goes through the writer's queue.
+#[derive(Debug)]
+pub enum Frame {
+    Stanza(Element),
+    /// Receipts of one outbox pass, queued at once.
+    Receipts(Vec<Receipt>),
+}
+
+impl Frame {
+    /// Appends the frame's XML; returns how many stanzas it held.
+    fn write_to(&self, out: &mut String) -> u64 {
+        match self {
+            Frame::Stanza(e) => {
+                e.write_to(out, NS_COMPONENT);
+                1
+            }
+            Frame::Receipts(rs) => {
+                for r in rs {
+                    r.write_to(out);
+                }
+                rs.len() as u64
+            }
+        }
+    }
+
+    /// The stanzas the frame holds.
+    pub fn into_elements(self) -> Vec<Element> {
+        match self {
+            Frame::Stanza(e) => vec![e],
+            Frame::Receipts(rs) => rs.iter().map(Receipt::to_element).collect(),
+        }
+    }
+}
+
 /// Hands stanzas to the link's writer. Stanzas sent while the link is down wait in the
 /// channel until it is back.
 #[derive(Clone, Debug)]
 pub struct Outgoing {
-    tx: mpsc::Sender<Element>,
+    tx: mpsc::Sender<Frame>,
 }
 
 impl Outgoing {
     /// Queues a stanza; waits when the queue is full (back-pressure), drops it only when
     /// the link is gone for good.
     pub async fn send(&self, stanza: Element) {
-        if self.tx.send(stanza).await.is_err() {
+        self.send_frame(Frame::Stanza(stanza)).await;
+    }
+
+    /// Queues receipts (in their order, as one entry of the queue).
+    pub async fn send_receipts(&self, receipts: Vec<Receipt>) {
+        if !receipts.is_empty() {
+            self.send_frame(Frame::Receipts(receipts)).await;
+        }
+    }
+
+    async fn send_frame(&self, frame: Frame) {
+        if self.tx.send(frame).await.is_err() {
             tracing::debug!("link closed; stanza dropped");
         }
     }
 
     /// A detached handle for tests: returns the receiving end too.
-    pub fn channel(capacity: usize) -> (Outgoing, mpsc::Receiver<Element>) {
+    pub fn channel(capacity: usize) -> (Outgoing, mpsc::Receiver<Frame>) {
         let (tx, rx) = mpsc::channel(capacity);
         (Outgoing { tx }, rx)
     }
@@ -124,8 +214,8 @@ pub fn spawn(
 async fn run(
     cfg: LinkConfig,
     inbound: mpsc::Sender<Element>,
-    mut out_rx: mpsc::Receiver<Element>,
-    keepalive: mpsc::Sender<Element>,
+    mut out_rx: mpsc::Receiver<Frame>,
+    keepalive: mpsc::Sender<Frame>,
     connected: watch::Sender<bool>,
     metrics: Metrics,
     mut shutdown: watch::Receiver<bool>,
@@ -204,12 +294,12 @@ fn stream_error_condition(e: &Element) -> String {
 async fn connect_once(
     cfg: &LinkConfig,
     inbound: &mpsc::Sender<Element>,
-    out_rx: mpsc::Receiver<Element>,
-    keepalive: &mpsc::Sender<Element>,
+    out_rx: mpsc::Receiver<Frame>,
+    keepalive: &mpsc::Sender<Frame>,
     connected: &watch::Sender<bool>,
     metrics: &Metrics,
     shutdown: &mut watch::Receiver<bool>,
-) -> (Ended, mpsc::Receiver<Element>) {
+) -> (Ended, mpsc::Receiver<Frame>) {
     let addr = format!("{}:{}", cfg.host, cfg.port);
     let stream = match timeout(Duration::from_secs(10), TcpStream::connect(&addr)).await {
         Ok(Ok(s)) => s,
@@ -252,12 +342,13 @@ async fn connect_once(
         writer,
         out_rx,
         stop_rx,
-        metrics.clone(),
-        cfg.bridge,
+        metrics.stanza_counter(cfg.bridge, "out"),
     ));
 
     let mut last_seen = Instant::now();
+    let mut seen = false;
     let mut pinged = false;
+    let stanzas_in = metrics.stanza_counter(cfg.bridge, "in");
     // Check often enough to ping on time and to notice death within dead_after.
     let step = cfg
         .ping_after
@@ -276,15 +367,16 @@ async fn connect_once(
     let ended = loop {
         tokio::select! {
             ev = reader.next() => {
-                last_seen = Instant::now();
-                pinged = false;
+                // Read at the next tick: a clock read per stanza costs more than the rest
+                // of counting it.
+                seen = true;
                 match ev {
                     Ok(StreamEvent::Stanza(e)) => {
                         if e.is("error", NS_STREAM) {
                             let cond = stream_error_condition(&e);
                             break Ended::Retry(format!("server closed the stream: {cond}"));
                         }
-                        metrics.stanza(cfg.bridge, "in");
+                        stanzas_in.add(1);
                         if inbound.send(e).await.is_err() {
                             break Ended::Shutdown;
                         }
@@ -302,7 +394,13 @@ async fn connect_once(
                     }
                 }
             }
-            _ = tick.tick() => {
+            now = tick.tick() => {
+                if std::mem::take(&mut seen) {
+                    // Traffic came since the last tick: count it as from that tick, so the
+                    // link is never thought alive for longer than it was.
+                    last_seen = now.checked_sub(step).unwrap_or(now);
+                    pinged = false;
+                }
                 let idle = last_seen.elapsed();
                 if idle >= cfg.dead_after {
                     break Ended::Retry(format!("no traffic for {}s", idle.as_secs()));
@@ -311,7 +409,7 @@ async fn connect_once(
                     pinged = true;
                     // Through the writer's queue like every other stanza; if the queue is
                     // full, traffic is flowing anyway.
-                    let _ = keepalive.try_send(self_ping.clone());
+                    let _ = keepalive.try_send(Frame::Stanza(self_ping.clone()));
                 }
             }
             _ = shutdown.changed() => {
@@ -347,8 +445,8 @@ async fn connect_once(
 }
 
 async fn finish_writer(
-    task: tokio::task::JoinHandle<mpsc::Receiver<Element>>,
-) -> mpsc::Receiver<Element> {
+    task: tokio::task::JoinHandle<mpsc::Receiver<Frame>>,
+) -> mpsc::Receiver<Frame> {
     match task.await {
         Ok(rx) => rx,
         Err(e) => {
@@ -412,11 +510,10 @@ async fn handshake(
 /// Writes queued stanzas, batching whatever is ready into one write, until stopped.
 async fn write_loop(
     mut writer: BufWriter<OwnedWriteHalf>,
-    mut rx: mpsc::Receiver<Element>,
+    mut rx: mpsc::Receiver<Frame>,
     mut stop: oneshot::Receiver<Option<String>>,
-    metrics: Metrics,
-    bridge: &'static str,
-) -> mpsc::Receiver<Element> {
+    stanzas_out: Counter,
+) -> mpsc::Receiver<Frame> {
     let mut buf = String::with_capacity(16 * 1024);
     loop {
         tokio::select! {
@@ -432,11 +529,11 @@ async fn write_loop(
             first = rx.recv() => {
                 let Some(first) = first else { return rx };
                 buf.clear();
-                first.write_to(&mut buf, NS_COMPONENT);
-                let mut n: u64 = 1;
-                while n < 256 {
+                let mut n = first.write_to(&mut buf);
+                let mut frames = 1;
+                while frames < 256 {
                     match rx.try_recv() {
-                        Ok(e) => { e.write_to(&mut buf, NS_COMPONENT); n += 1; }
+                        Ok(f) => { n += f.write_to(&mut buf); frames += 1; }
                         Err(_) => break,
                     }
                 }
@@ -448,8 +545,38 @@ async fn write_loop(
                     tracing::warn!("flush failed: {e}");
                     return rx;
                 }
-                metrics.stanzas(bridge, "out", n);
+                stanzas_out.add(n);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_receipt_is_written_as_its_element_would_be() {
+        let r = Receipt {
+            from: "bob\\40x.org@gw.example".into(),
+            to: "alice@example.org/phone & <co>".into(),
+            row: 42,
+            of: "id'\"1".into(),
+        };
+        let mut direct = String::new();
+        assert_eq!(
+            Frame::Receipts(vec![r.clone(), r.clone()]).write_to(&mut direct),
+            2
+        );
+        let mut via_element = String::new();
+        r.to_element().write_to(&mut via_element, NS_COMPONENT);
+        assert_eq!(direct, via_element.repeat(2));
+        let back = xml::parse_element(&via_element, NS_COMPONENT).expect("well-formed");
+        assert_eq!(back.attr("to"), Some("alice@example.org/phone & <co>"));
+        assert_eq!(
+            back.child("received", crate::stanza::ns::RECEIPTS)
+                .and_then(|e| e.attr("id")),
+            Some("id'\"1")
+        );
     }
 }
