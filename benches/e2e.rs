@@ -7,7 +7,8 @@
 //! every receipt has arrived. CPU is read from /proc for the ferry and Prosody processes
 //! only (the client's own CPU is not counted). Run with `cargo bench --bench e2e`;
 //! `BENCH_MESSAGES` sets N; `BENCH_IDS=random` gives the messages random-looking ids, as
-//! real clients do, instead of `m0`, `m1`, ….
+//! real clients do, instead of `m0`, `m1`, …; `BENCH_CHILD_WRAPPER` runs ferry under a tool
+//! (`valgrind --tool=dhat`, to count allocations per message).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -89,7 +90,19 @@ fn main() {
     rt.block_on(async move {
         let prosody = Prosody::start(&[(GW, SECRET)], &[("alice", "alice")]).await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut ferry = Command::new(std::env::current_exe().expect("exe"))
+        // BENCH_CHILD_WRAPPER runs ferry's process under a tool (`valgrind --tool=dhat`).
+        let exe = std::env::current_exe().expect("exe");
+        let wrapper = std::env::var("BENCH_CHILD_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut ferry = match words.next() {
+            Some(tool) => {
+                let mut c = Command::new(tool);
+                c.args(words).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        let mut ferry = ferry
             .arg("--child")
             .arg(prosody.component_port.to_string())
             .arg(dir.path())

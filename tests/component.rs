@@ -68,7 +68,7 @@ impl Peer {
                     return e
                         .elements()
                         .find(|c| c.name != "text")
-                        .map(|c| c.name.clone());
+                        .map(|c| c.name.to_string());
                 }
                 Ok(StreamEvent::Stanza(_)) => continue,
                 _ => return None,

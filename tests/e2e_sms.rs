@@ -953,7 +953,7 @@ fn local_condition(e: &Element) -> Option<String> {
     e.child("error", NS_COMPONENT)?
         .elements()
         .find(|c| c.ns == NS_STANZA_ERRORS && c.name != "text")
-        .map(|c| c.name.clone())
+        .map(|c| c.name.to_string())
 }
 
 #[tokio::test]

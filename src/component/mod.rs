@@ -283,7 +283,7 @@ fn stream_error_condition(e: &Element) -> String {
     let cond = e
         .elements()
         .find(|c| c.ns == NS_STREAM_ERRORS && c.name != "text")
-        .map(|c| c.name.clone())
+        .map(|c| c.name.to_string())
         .unwrap_or_else(|| "undefined-condition".to_owned());
     match e.child_text("text", NS_STREAM_ERRORS) {
         Some(t) if !t.is_empty() => format!("{cond} ({t})"),

@@ -178,7 +178,7 @@ impl Gateway {
             None => q
                 .elements()
                 .filter(|e| e.name != "x")
-                .map(|e| (e.name.clone(), e.text()))
+                .map(|e| (e.name.to_string(), e.text()))
                 .collect(),
         };
         let form_def = self.bridge.registration_form(&user);

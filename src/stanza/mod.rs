@@ -67,7 +67,7 @@ impl Stanza {
             ("message", NS_COMPONENT) => Kind::Message,
             ("presence", NS_COMPONENT) => Kind::Presence,
             ("iq", NS_COMPONENT) => Kind::Iq,
-            _ => return Err(StanzaError::NotAStanza(el.name.clone())),
+            _ => return Err(StanzaError::NotAStanza(el.name.to_string())),
         };
         let from = el
             .attr("from")

@@ -20,31 +20,36 @@ pub const NS_STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
 /// RFC 6120 stanza error conditions.
 pub const NS_STANZA_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 
+/// The strings of the tree: up to 24 bytes are kept inline, without an allocation. Names,
+/// namespaces, attribute names and most of a stanza's values (JIDs, ids, types) fit, so
+/// parsing a message allocates for its element lists and long texts only.
+pub type Str = compact_str::CompactString;
+
 /// A child of an element.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Node {
     Element(Element),
-    Text(String),
+    Text(Str),
 }
 
 /// An XML element with its namespace resolved.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Element {
     /// The local name, without prefix.
-    pub name: String,
+    pub name: Str,
     /// The resolved namespace URI ("" for none).
-    pub ns: String,
+    pub ns: Str,
     /// Attributes other than namespace declarations, in document order. Names keep the
     /// `xml:` prefix where there is one (`xml:lang`).
-    pub attrs: Vec<(String, String)>,
+    pub attrs: Vec<(Str, Str)>,
     pub children: Vec<Node>,
 }
 
 impl Element {
     pub fn new(name: &str, ns: &str) -> Self {
         Element {
-            name: name.to_owned(),
-            ns: ns.to_owned(),
+            name: Str::new(name),
+            ns: Str::new(ns),
             attrs: Vec::new(),
             children: Vec::new(),
         }
@@ -63,27 +68,27 @@ impl Element {
     }
 
     /// Sets (or replaces) an attribute.
-    pub fn set_attr(&mut self, name: &str, value: impl Into<String>) {
+    pub fn set_attr(&mut self, name: &str, value: impl Into<Str>) {
         let value = value.into();
         match self.attrs.iter_mut().find(|(k, _)| k == name) {
             Some(slot) => slot.1 = value,
-            None => self.attrs.push((name.to_owned(), value)),
+            None => self.attrs.push((Str::new(name), value)),
         }
     }
 
-    pub fn remove_attr(&mut self, name: &str) -> Option<String> {
+    pub fn remove_attr(&mut self, name: &str) -> Option<Str> {
         let pos = self.attrs.iter().position(|(k, _)| k == name)?;
         Some(self.attrs.remove(pos).1)
     }
 
     /// Builder form of [`Element::set_attr`].
-    pub fn with_attr(mut self, name: &str, value: impl Into<String>) -> Self {
+    pub fn with_attr(mut self, name: &str, value: impl Into<Str>) -> Self {
         self.set_attr(name, value);
         self
     }
 
     /// Builder: sets the attribute only when there is a value.
-    pub fn with_opt_attr(mut self, name: &str, value: Option<impl Into<String>>) -> Self {
+    pub fn with_opt_attr(mut self, name: &str, value: Option<impl Into<Str>>) -> Self {
         if let Some(v) = value {
             self.set_attr(name, v);
         }
@@ -95,7 +100,7 @@ impl Element {
         self
     }
 
-    pub fn with_text(mut self, text: impl Into<String>) -> Self {
+    pub fn with_text(mut self, text: impl Into<Str>) -> Self {
         self.children.push(Node::Text(text.into()));
         self
     }
@@ -105,7 +110,7 @@ impl Element {
     }
 
     /// A child element `<name xmlns=ns>` holding only `text`.
-    pub fn text_child(name: &str, ns: &str, text: impl Into<String>) -> Self {
+    pub fn text_child(name: &str, ns: &str, text: impl Into<Str>) -> Self {
         Element::new(name, ns).with_text(text)
     }
 

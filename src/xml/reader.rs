@@ -18,7 +18,7 @@ use quick_xml::XmlVersion;
 use quick_xml::events::{BytesRef, BytesStart, Event};
 use tokio::io::{AsyncRead, BufReader, ReadBuf};
 
-use super::{Element, NS_STREAM, Node, all_xml_chars, is_xml_char};
+use super::{Element, NS_STREAM, Node, Str, all_xml_chars, is_xml_char};
 
 /// Bounds on what a peer may send.
 #[derive(Clone, Copy, Debug)]
@@ -79,18 +79,22 @@ pub enum StreamEvent {
     Close,
 }
 
-/// An element being built, with the namespace bindings it declared.
+/// An element being built, and how many namespace bindings it declared.
 struct Frame {
     element: Element,
-    /// (prefix, namespace) declared on this element; `""` is the default namespace.
-    bindings: Vec<(String, String)>,
+    /// Its bindings are the last this many of [`Builder::scopes`].
+    declared: usize,
 }
 
 /// The parser state shared by the streaming and the one-shot front ends.
 struct Builder {
     limits: Limits,
     /// Bindings of the stream root (and the implicit ones of a one-shot parse).
-    root_bindings: Vec<(String, String)>,
+    root_bindings: Vec<(Str, Str)>,
+    /// (prefix, namespace) declared by the open elements of the current stanza, outermost
+    /// first; `""` is the default namespace. One list for all of them: most elements
+    /// declare nothing, and a list each would be an allocation each.
+    scopes: Vec<(Str, Str)>,
     /// True once `<stream:stream>` was seen, or from the start for a one-shot parse.
     in_stream: bool,
     /// The open elements of the current stanza.
@@ -124,30 +128,26 @@ impl Builder {
         Builder {
             limits,
             root_bindings: Vec::new(),
+            scopes: Vec::new(),
             in_stream: false,
             stack: Vec::new(),
         }
     }
 
-    fn resolve(&self, prefix: &str, own: &[(String, String)]) -> Option<String> {
+    fn resolve(&self, prefix: &str) -> Option<Str> {
         if prefix == "xml" {
-            return Some(NS_XML.to_owned());
+            return Some(Str::const_new(NS_XML));
         }
-        self.binding(prefix, own)
-            .map(str::to_owned)
-            .or_else(|| prefix.is_empty().then(String::new))
+        self.binding(prefix)
+            .map(Str::new)
+            .or_else(|| prefix.is_empty().then(Str::default))
     }
 
-    /// The namespace `prefix` is bound to, innermost first (`own` is the element's own).
-    fn binding<'b>(&'b self, prefix: &str, own: &'b [(String, String)]) -> Option<&'b str> {
-        own.iter()
+    /// The namespace `prefix` is bound to, innermost first.
+    fn binding(&self, prefix: &str) -> Option<&str> {
+        self.scopes
+            .iter()
             .rev()
-            .chain(
-                self.stack
-                    .iter()
-                    .rev()
-                    .flat_map(|f| f.bindings.iter().rev()),
-            )
             .chain(self.root_bindings.iter().rev())
             // Most elements use the default namespace (prefix ""): settle those on the
             // lengths alone, without a call to memcmp per binding.
@@ -155,9 +155,10 @@ impl Builder {
             .map(|(_, ns)| ns.as_str())
     }
 
-    /// Reads a start tag into an element and its namespace bindings.
-    fn open(&self, start: &BytesStart<'_>) -> Result<Frame, XmlError> {
-        let mut bindings: Vec<(String, String)> = Vec::new();
+    /// Reads a start tag into an element, pushing the namespace bindings it declares onto
+    /// [`Builder::scopes`] (the caller pops them when the element ends).
+    fn open(&mut self, start: &BytesStart<'_>) -> Result<Frame, XmlError> {
+        let outer = self.scopes.len();
         // Most stanza elements carry a few attributes: one allocation instead of a
         // growing vector.
         let mut attrs = if start.attributes_raw().trim_start().is_empty() {
@@ -190,40 +191,48 @@ impl Builder {
                 return Err(XmlError::NotWellFormed("illegal character".into()));
             }
             if key == "xmlns" {
-                bindings.push((String::new(), value.into_owned()));
+                self.scopes.push((Str::default(), Str::from(value)));
             } else if let Some(p) = key.strip_prefix("xmlns:") {
-                bindings.push((p.to_owned(), value.into_owned()));
+                self.scopes.push((Str::new(p), Str::from(value)));
             } else {
-                attrs.push((key.to_owned(), value.into_owned()));
+                attrs.push((Str::new(key), Str::from(value)));
             }
         }
+        let declared = self.scopes.len() - outer;
         if has_duplicate(attrs.iter().map(|(k, _)| k.as_str()))
-            || has_duplicate(bindings.iter().map(|(p, _)| p.as_str()))
+            || has_duplicate(self.scopes[outer..].iter().map(|(p, _)| p.as_str()))
         {
             return Err(XmlError::NotWellFormed("duplicate attribute".into()));
         }
         let qname = start.name().0;
         let (prefix, local) = split_prefix(qname).unwrap_or(("", qname));
         let ns = self
-            .resolve(prefix, &bindings)
+            .resolve(prefix)
             .ok_or_else(|| XmlError::NotWellFormed(format!("unbound prefix {prefix}")))?;
         for (k, _) in &attrs {
             if let Some((p, _)) = split_prefix(k)
                 && p != "xml"
-                && self.binding(p, &bindings).is_none()
+                && self.binding(p).is_none()
             {
                 return Err(XmlError::NotWellFormed(format!("unbound prefix {p}")));
             }
         }
         Ok(Frame {
             element: Element {
-                name: local.to_owned(),
+                name: Str::new(local),
                 ns,
                 attrs,
                 children: Vec::new(),
             },
-            bindings,
+            declared,
         })
+    }
+
+    /// Pops the bindings `frame` declared; returns its element.
+    fn end(&mut self, frame: Frame) -> Element {
+        let keep = self.scopes.len().saturating_sub(frame.declared);
+        self.scopes.truncate(keep);
+        frame.element
     }
 
     fn push_text(&mut self, text: Cow<'_, str>) -> Result<(), XmlError> {
@@ -235,7 +244,7 @@ impl Builder {
                 if let Some(Node::Text(t)) = frame.element.children.last_mut() {
                     t.push_str(&text);
                 } else {
-                    frame.element.children.push(Node::Text(text.into_owned()));
+                    frame.element.children.push(Node::Text(Str::from(text)));
                 }
                 Ok(())
             }
@@ -275,7 +284,7 @@ impl Builder {
                     return Err(XmlError::NotWellFormed("expected <stream:stream>".into()));
                 }
                 self.in_stream = true;
-                self.root_bindings = frame.bindings;
+                self.root_bindings = std::mem::take(&mut self.scopes);
                 Ok(Some(StreamEvent::Open(frame.element)))
             }
             Event::Start(start) => {
@@ -288,13 +297,17 @@ impl Builder {
             }
             Event::Empty(start) if self.in_stream => {
                 let frame = self.open(&start)?;
-                Ok(self.close(frame.element))
+                let element = self.end(frame);
+                Ok(self.close(element))
             }
             Event::End(_) if self.stack.is_empty() && self.in_stream => {
                 Ok(Some(StreamEvent::Close))
             }
             Event::End(_) => match self.stack.pop() {
-                Some(frame) => Ok(self.close(frame.element)),
+                Some(frame) => {
+                    let element = self.end(frame);
+                    Ok(self.close(element))
+                }
                 None => Err(XmlError::NotWellFormed("unexpected end tag".into())),
             },
             Event::Text(t) => self.push_text(t.xml10_content()).map(|()| None),
@@ -335,7 +348,7 @@ fn map_quick_err(e: quick_xml::Error) -> XmlError {
 pub fn parse_element(xml: &str, default_ns: &str) -> Result<Element, XmlError> {
     let mut b = Builder::new(Limits::default());
     b.in_stream = true;
-    b.root_bindings.push((String::new(), default_ns.to_owned()));
+    b.root_bindings.push((Str::default(), Str::new(default_ns)));
     if xml.len() > b.limits.max_stanza_bytes {
         return Err(XmlError::Policy("stanza too large".into()));
     }

@@ -426,7 +426,7 @@ pub fn client_xml(e: &Element) -> String {
     fn convert(e: &Element, root: bool) -> Element {
         let mut out = e.clone();
         if e.ns == NS_COMPONENT || (root && e.ns.is_empty()) {
-            out.ns = NS_CLIENT.to_owned();
+            out.ns = NS_CLIENT.into();
         }
         out.children = e
             .children
@@ -477,7 +477,7 @@ pub fn condition(e: &Element) -> Option<String> {
     e.child("error", NS_CLIENT)?
         .elements()
         .find(|c| c.ns == NS_STANZA_ERRORS && c.name != "text")
-        .map(|c| c.name.clone())
+        .map(|c| c.name.to_string())
 }
 
 /// An error stanza's `<text/>` (empty when it has none).
