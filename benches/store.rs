@@ -94,7 +94,6 @@ fn main() {
                     id: r.id,
                     account: r.account,
                     remote_message_id: format!("<{}@example.com>", id("r", r.id as u64, random)),
-                    stanza_id: r.stanza_id,
                     thread: None,
                 })
                 .collect();

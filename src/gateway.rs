@@ -118,7 +118,7 @@ pub struct Caches {
     /// Registered users: bare JID → account.
     accounts: Mutex<HashMap<String, AccountId>>,
     /// Known contacts: localpart → identity.
-    identities: Mutex<HashMap<String, Identity>>,
+    identities: Mutex<HashMap<String, Arc<Identity>>>,
 }
 
 /// Entries beyond which a cache starts over (bounds memory under hostile input).
@@ -145,19 +145,19 @@ impl Caches {
             .unwrap_or_else(|e| e.into_inner())
             .remove(bare);
     }
-    fn get_identity(&self, local: &str) -> Option<Identity> {
+    fn get_identity(&self, local: &str) -> Option<Arc<Identity>> {
         self.identities
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(local)
             .cloned()
     }
-    fn put_identity(&self, local: &str, id: &Identity) {
+    fn put_identity(&self, local: &str, id: &Arc<Identity>) {
         let mut m = self.identities.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() >= CACHE_MAX {
             m.clear();
         }
-        m.insert(local.to_owned(), id.clone());
+        m.insert(local.to_owned(), Arc::clone(id));
     }
 }
 
@@ -166,7 +166,8 @@ impl Caches {
 pub struct OutboxHandoff {
     /// Rows stored already claimed, to send as they are, each with its payload as the
     /// router built it (the outbox need not read back what was just written).
-    pub rows: Vec<(OutboxRow, OutboxPayload)>,
+    /// A queue: the worker takes at most a pass's worth from the front.
+    pub rows: std::collections::VecDeque<(OutboxRow, OutboxPayload)>,
     /// Due rows may be waiting in the store: claim them.
     pub look_in_store: bool,
 }
@@ -380,19 +381,20 @@ impl Gateway {
     }
 
     /// Finds (or creates, when the bridge can read it) the identity behind a localpart.
-    pub async fn resolve_contact(&self, local: &str) -> Result<Identity, Condition> {
+    pub async fn resolve_contact(&self, local: &str) -> Result<Arc<Identity>, Condition> {
         self.find_contact(local, true).await
     }
 
     /// As [`Gateway::resolve_contact`], but with `record` false an identity not in the
     /// store yet is answered for without being stored (its id is 0): what strangers may
     /// ask about must not grow the store.
-    async fn find_contact(&self, local: &str, record: bool) -> Result<Identity, Condition> {
+    async fn find_contact(&self, local: &str, record: bool) -> Result<Arc<Identity>, Condition> {
         if let Some(id) = self.caches.get_identity(local) {
             return Ok(id);
         }
         match self.store.identity_by_localpart(self.kind, local).await {
             Ok(Some(id)) => {
+                let id = Arc::new(id);
                 self.caches.put_identity(local, &id);
                 return Ok(id);
             }
@@ -414,15 +416,15 @@ impl Gateway {
             });
         };
         if !record {
-            return Ok(Identity {
+            return Ok(Arc::new(Identity {
                 id: 0,
                 bridge: self.kind,
                 remote_id: parsed.id.0,
                 localpart: local.to_owned(),
                 display: Some(parsed.display),
-            });
+            }));
         }
-        self.ensure_identity(&parsed).await
+        self.ensure_identity(&parsed).await.map(Arc::new)
     }
 
     /// Records (or finds) the identity for an address the bridge has read.
@@ -437,7 +439,11 @@ impl Gateway {
 
     /// The bare JID of a contact.
     pub fn contact_jid(&self, identity: &Identity) -> String {
-        format!("{}@{}", identity.localpart, self.domain)
+        let mut jid = String::with_capacity(identity.localpart.len() + 1 + self.domain.len());
+        jid.push_str(&identity.localpart);
+        jid.push('@');
+        jid.push_str(&self.domain);
+        jid
     }
 
     /// A message to a contact, checked and turned into an outbox row (not stored yet).
@@ -458,8 +464,8 @@ impl Gateway {
         if body.trim().is_empty() && links.is_empty() {
             return Ok(None);
         }
-        let user = jid::bare(&st.from);
-        let account = self.account_for_use(&user).await.map_err(|c| (c, None))?;
+        let user = jid::bare_str(&st.from);
+        let account = self.account_for_use(user).await.map_err(|c| (c, None))?;
         let identity = self.resolve_contact(local).await.map_err(|cond| {
             let text = match cond {
                 Condition::ItemNotFound => {

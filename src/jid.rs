@@ -101,8 +101,13 @@ pub fn parse(s: &str) -> Option<Jid> {
 /// The bare form (`node@domain` or `domain`) of a JID, as text: its normalised text up to
 /// the resource (neither a localpart nor a domain may hold a `/`).
 pub fn bare(j: &Jid) -> String {
+    bare_str(j).to_owned()
+}
+
+/// [`bare`] without a copy.
+pub fn bare_str(j: &Jid) -> &str {
     let s = j.as_str();
-    s.split_once('/').map_or(s, |(bare, _)| bare).to_owned()
+    s.split_once('/').map_or(s, |(bare, _)| bare)
 }
 
 /// The localpart of a JID as text, if any.

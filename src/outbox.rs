@@ -259,7 +259,7 @@ impl Gateway {
     /// these futures at once, and unboxed they would each be as large as the largest.
     async fn deliver(
         &self,
-        row: OutboxRow,
+        mut row: OutboxRow,
         payload: Option<OutboxPayload>,
         session: Arc<dyn ferry_bridge_api::Session>,
     ) -> Attempt {
@@ -309,7 +309,8 @@ impl Gateway {
             sent_at_ms,
             to_display,
         };
-        let to = RemoteId(row.recipient.clone());
+        // Nothing after the send reads the recipient.
+        let to = RemoteId(std::mem::take(&mut row.recipient));
         let result = match tokio::time::timeout(SEND_TIMEOUT, session.send(&to, &msg)).await {
             Ok(r) => r,
             Err(_) => Err(BridgeError::transient(
@@ -328,7 +329,6 @@ impl Gateway {
                         id: row.id,
                         account: row.account,
                         remote_message_id,
-                        stanza_id: row.stanza_id.clone(),
                         thread: msg.thread,
                     },
                     answer: Answer {

@@ -66,8 +66,8 @@ pub fn route(st: &Stanza, domain: &str, access: &dyn Access) -> Route {
             _ => Route::Reject(Condition::ItemNotFound),
         };
     }
-    let from_bare = jid::bare(&st.from);
-    let allowed = access.is_allowed(&from_bare) || access.is_admin(&from_bare)
+    let from_bare = jid::bare_str(&st.from);
+    let allowed = access.is_allowed(from_bare) || access.is_admin(from_bare)
         // Our own keepalive pings come from the domain itself.
         || from_bare == domain;
     if !allowed && !open_to_anyone(st) {

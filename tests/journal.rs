@@ -68,7 +68,6 @@ fn sent(id: i64, account: AccountId, remote: &str) -> SentRow {
         id,
         account,
         remote_message_id: remote.to_owned(),
-        stanza_id: None,
         thread: Some("t1".to_owned()),
     }
 }

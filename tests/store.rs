@@ -1619,7 +1619,6 @@ async fn sent_rows_are_mappings(db: &TestDb) {
         id: rows[i].id,
         account: alice,
         remote_message_id: remote.to_owned(),
-        stanza_id: rows[i].stanza_id.clone(),
         thread: thread.map(str::to_owned),
     };
     s.complete_sent(vec![
@@ -1722,7 +1721,6 @@ async fn large_batches_keep_every_row_apart(db: &TestDb) {
             id: r.id,
             account: alice,
             remote_message_id: format!("<{i}@mail>"),
-            stanza_id: r.stanza_id.clone(),
             thread: (i % 2 == 1).then(|| format!("t{i}")),
         })
         .collect();
@@ -1734,7 +1732,7 @@ async fn large_batches_keep_every_row_apart(db: &TestDb) {
             stored.remote_message_id.as_deref(),
             Some(d.remote_message_id.as_str())
         );
-        if let Some(sid) = &d.stanza_id {
+        if let Some(sid) = &rows[i].stanza_id {
             let m = s
                 .remote_for_xmpp(alice, sid)
                 .await

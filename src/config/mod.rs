@@ -448,7 +448,7 @@ impl XmppConfig {
     /// resource, if any, is ignored.
     pub fn is_allowed(&self, bare_jid: &str) -> bool {
         let jid = names::bare_lower(bare_jid);
-        self.admins.contains(&jid)
+        self.admins.iter().any(|a| *a == jid)
             || self
                 .allowed
                 .iter()
@@ -458,7 +458,7 @@ impl XmppConfig {
     /// Whether `bare_jid` is one of `admins`. Case-insensitive; a resource is ignored.
     pub fn is_admin(&self, bare_jid: &str) -> bool {
         let jid = names::bare_lower(bare_jid);
-        self.admins.contains(&jid)
+        self.admins.iter().any(|a| *a == jid)
     }
 }
 

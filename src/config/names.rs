@@ -132,12 +132,17 @@ pub(super) fn normalize_allowed(s: &str) -> Result<String, String> {
 }
 
 /// Lowercases a JID and drops its resource, if any.
-pub(super) fn bare_lower(jid: &str) -> String {
+pub(super) fn bare_lower(jid: &str) -> std::borrow::Cow<'_, str> {
     let bare = match jid.split_once('/') {
         Some((bare, _)) => bare,
         None => jid,
     };
-    bare.to_lowercase()
+    // JIDs from the server are normalised already: most need no copy.
+    if !bare.is_ascii() || bare.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(bare.to_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(bare)
+    }
 }
 
 /// Whether a normalized `allowed` pattern matches a lowercased bare JID.

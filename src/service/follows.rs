@@ -269,7 +269,10 @@ impl Gateway {
     }
 
     /// The contact a user means by a JID (`slug@gateway`), a bare localpart, or an address.
-    async fn identity_named(&self, name: &str) -> Result<crate::store::Identity, Reply> {
+    async fn identity_named(
+        &self,
+        name: &str,
+    ) -> Result<std::sync::Arc<crate::store::Identity>, Reply> {
         let name = name.trim();
         let local = match name.split_once('@') {
             Some((local, domain)) if domain == self.domain => Some(local.to_owned()),
@@ -287,7 +290,7 @@ impl Gateway {
             .identity_by_remote(self.kind, parsed.id.as_str())
             .await
         {
-            Ok(Some(i)) => Ok(i),
+            Ok(Some(i)) => Ok(std::sync::Arc::new(i)),
             Ok(None) => self
                 .resolve_contact(&jid::escape_node(name))
                 .await

@@ -7,7 +7,7 @@
 pub mod form;
 
 use crate::jid::{self, Jid};
-use crate::xml::{Element, NS_COMPONENT, NS_STANZA_ERRORS};
+use crate::xml::{Element, NS_COMPONENT, NS_STANZA_ERRORS, Str};
 
 /// Namespaces the core speaks.
 pub mod ns {
@@ -44,7 +44,7 @@ pub struct Stanza {
     pub to: Jid,
     /// The `type` attribute; the RFC 6120 default where absent (`normal` for messages,
     /// `available` for presence).
-    pub typ: String,
+    pub typ: Str,
     pub id: Option<String>,
     pub el: Element,
 }
@@ -77,14 +77,11 @@ impl Stanza {
             .attr("to")
             .and_then(jid::parse)
             .ok_or(StanzaError::BadTo)?;
-        let typ = el
-            .attr("type")
-            .unwrap_or(match kind {
-                Kind::Message => "normal",
-                Kind::Presence => "available",
-                Kind::Iq => "",
-            })
-            .to_owned();
+        let typ = Str::new(el.attr("type").unwrap_or(match kind {
+            Kind::Message => "normal",
+            Kind::Presence => "available",
+            Kind::Iq => "",
+        }));
         let id = el.attr("id").map(str::to_owned);
         Ok(Stanza {
             kind,

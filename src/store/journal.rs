@@ -865,7 +865,6 @@ mod tests {
             id,
             account: AccountId(7),
             remote_message_id: format!("r{id}"),
-            stanza_id: Some(format!("m{id}")),
             thread: Some("t".into()),
         }
     }

@@ -398,13 +398,29 @@ fn lane_settle(conn: &rusqlite::Connection, done: &[SentRow], now: i64) -> Resul
 /// Sizes of the chunks [`lane_put`] writes rows in, largest first.
 const PUT_CHUNKS: [usize; 3] = [64, 8, 1];
 /// Parameters per row of [`PUT_SQL`].
-const PUT_COLUMNS: usize = 16;
+const PUT_COLUMNS: usize = 14;
+
+/// A bridge as a number in [`PUT_SQL`] (its place in [`BridgeKind::ALL`]): a text
+/// parameter costs SQLite a copy, an allocation and a free per row.
+fn bridge_code(kind: BridgeKind) -> i64 {
+    BridgeKind::ALL
+        .iter()
+        .position(|&k| k == kind)
+        .map_or(-1, |i| i as i64)
+}
 
 /// For each of [`PUT_CHUNKS`]: a multi-row INSERT of whole rows with their ids, which
 /// leaves out a row whose id is taken (it reached the table first) or whose account is
-/// gone (deleting an account deletes its rows).
+/// gone (deleting an account deletes its rows). Values that follow from others are
+/// written by the statement rather than bound: the bridge's name from its code, the state
+/// from whether the row has a foreign id (a sent row always has one), the first due time
+/// from the creation time.
 static PUT_SQL: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
     use std::fmt::Write;
+    let mut bridge_names = String::new();
+    for (i, k) in BridgeKind::ALL.iter().enumerate() {
+        let _ = write!(bridge_names, " WHEN {i} THEN '{}'", k.as_str());
+    }
     PUT_CHUNKS
         .iter()
         .map(|&rows| {
@@ -415,12 +431,33 @@ static PUT_SQL: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
                  SELECT * FROM (VALUES ",
             );
             for r in 0..rows {
-                sql.push_str(if r == 0 { "(" } else { ",(" });
-                for c in 0..PUT_COLUMNS {
-                    let sep = if c == 0 { "" } else { "," };
-                    let _ = write!(sql, "{sep}?{}", r * PUT_COLUMNS + c + 1);
-                }
-                sql.push(')');
+                // ?1 id, ?2 bridge code, ?3 account, ?4 recipient, ?5 payload, ?6 from_jid,
+                // ?7 stanza_id, ?8 want_receipt, ?9 attempts, ?10 created, ?11 lease end,
+                // ?12 foreign id, ?13 thread, ?14 updated (numbered from the row's base).
+                let p = |n: usize| r * PUT_COLUMNS + n;
+                let _ = write!(
+                    sql,
+                    "{}(?{},CASE ?{}{bridge_names} END,?{},?{},?{},?{},?{},?{},\
+                     CASE WHEN ?{} IS NULL THEN 'pending' ELSE 'sent' END,\
+                     ?{},?{},?{},?{},?{},?{},?{})",
+                    if r == 0 { "" } else { "," },
+                    p(1),
+                    p(2),
+                    p(3),
+                    p(4),
+                    p(5),
+                    p(6),
+                    p(7),
+                    p(8),
+                    p(12),
+                    p(9),
+                    p(10),
+                    p(11),
+                    p(12),
+                    p(13),
+                    p(10),
+                    p(14),
+                );
             }
             sql.push_str(
                 ") AS v WHERE EXISTS (SELECT 1 FROM accounts WHERE accounts.id = v.column3)",
@@ -441,35 +478,27 @@ fn lane_put(conn: &rusqlite::Connection, rows: &[Held]) -> Result<usize, StoreEr
             let v = h
                 .view()
                 .ok_or_else(|| StoreError::Corrupt(format!("outbox journal row {}", h.id)))?;
-            let (state, locked_until, remote, thread, updated) = match &h.sent {
-                Some(s) => (
-                    "sent",
-                    0,
-                    Some(s.remote.as_str()),
-                    s.thread.as_deref(),
-                    s.at,
-                ),
-                None => ("pending", h.lease_until, None, None, v.created_at_ms),
+            let (locked_until, remote, thread, updated) = match &h.sent {
+                Some(s) => (0, Some(s.remote.as_str()), s.thread.as_deref(), s.at),
+                None => (h.lease_until, None, None, v.created_at_ms),
             };
             let e = lane_error;
             stmt.raw_bind_parameter(b + 1, v.id).map_err(e)?;
-            stmt.raw_bind_parameter(b + 2, v.bridge).map_err(e)?;
+            stmt.raw_bind_parameter(b + 2, bridge_code(h.bridge))
+                .map_err(e)?;
             stmt.raw_bind_parameter(b + 3, v.account).map_err(e)?;
             stmt.raw_bind_parameter(b + 4, v.recipient).map_err(e)?;
             stmt.raw_bind_parameter(b + 5, v.payload).map_err(e)?;
             stmt.raw_bind_parameter(b + 6, v.from_jid).map_err(e)?;
             stmt.raw_bind_parameter(b + 7, v.stanza_id).map_err(e)?;
             stmt.raw_bind_parameter(b + 8, v.want_receipt).map_err(e)?;
-            stmt.raw_bind_parameter(b + 9, state).map_err(e)?;
-            stmt.raw_bind_parameter(b + 10, v.attempts).map_err(e)?;
-            stmt.raw_bind_parameter(b + 11, v.created_at_ms)
+            stmt.raw_bind_parameter(b + 9, v.attempts).map_err(e)?;
+            stmt.raw_bind_parameter(b + 10, v.created_at_ms)
                 .map_err(e)?;
-            stmt.raw_bind_parameter(b + 12, locked_until).map_err(e)?;
-            stmt.raw_bind_parameter(b + 13, remote).map_err(e)?;
-            stmt.raw_bind_parameter(b + 14, thread).map_err(e)?;
-            stmt.raw_bind_parameter(b + 15, v.created_at_ms)
-                .map_err(e)?;
-            stmt.raw_bind_parameter(b + 16, updated).map_err(e)?;
+            stmt.raw_bind_parameter(b + 11, locked_until).map_err(e)?;
+            stmt.raw_bind_parameter(b + 12, remote).map_err(e)?;
+            stmt.raw_bind_parameter(b + 13, thread).map_err(e)?;
+            stmt.raw_bind_parameter(b + 14, updated).map_err(e)?;
         }
         inserted += stmt.raw_execute().map_err(lane_error)?;
         Ok(())
@@ -901,8 +930,6 @@ pub struct SentRow {
     pub id: i64,
     pub account: AccountId,
     pub remote_message_id: String,
-    /// The XMPP id of the message, mapped to the remote id for replies and receipts.
-    pub stanza_id: Option<String>,
     pub thread: Option<String>,
 }
 

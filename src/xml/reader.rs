@@ -159,13 +159,7 @@ impl Builder {
     /// [`Builder::scopes`] (the caller pops them when the element ends).
     fn open(&mut self, start: &BytesStart<'_>) -> Result<Frame, XmlError> {
         let outer = self.scopes.len();
-        // Most stanza elements carry a few attributes: one allocation instead of a
-        // growing vector.
-        let mut attrs = if start.attributes_raw().trim_start().is_empty() {
-            Vec::new()
-        } else {
-            Vec::with_capacity(ATTRS_GUESS)
-        };
+        let mut attrs: Vec<(Str, Str)> = Vec::new();
         let mut all = start.attributes();
         // quick-xml's duplicate check allocates a vector per element; the same check is
         // made below on what was collected.
@@ -195,6 +189,12 @@ impl Builder {
             } else if let Some(p) = key.strip_prefix("xmlns:") {
                 self.scopes.push((Str::new(p), Str::from(value)));
             } else {
+                if attrs.capacity() == 0 {
+                    // Most stanza elements carry a few attributes: one allocation instead
+                    // of a growing vector (and none for an element that only declares
+                    // its namespace).
+                    attrs.reserve_exact(ATTRS_GUESS);
+                }
                 attrs.push((Str::new(key), Str::from(value)));
             }
         }
