@@ -267,3 +267,61 @@ async fn a_close_right_after_a_flush_leaves_no_journal_and_every_row_settled() {
         300
     );
 }
+
+#[tokio::test]
+async fn rows_of_an_account_deleted_meanwhile_are_left_out_and_the_others_moved() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path()).await;
+    let a = alice(&s).await;
+    let b = s
+        .upsert_account(BridgeKind::Email, "bob@example.org", &Credentials::new())
+        .await
+        .expect("bob");
+    // Interleaved, so that both accounts' rows share the statements that move them.
+    let rows = s
+        .enqueue_claimed(
+            (0..10)
+                .map(|n| message(if n % 2 == 0 { a } else { b }, n, 10))
+                .collect(),
+            60_000,
+        )
+        .await
+        .expect("stored");
+    // Bob's account goes behind the store's back while his rows are in the journal
+    // (a removal through the store would move them into the table first).
+    let pool = raw(dir.path()).await;
+    sqlx::query("DELETE FROM accounts WHERE id = $1")
+        .bind(b.0)
+        .execute(&pool)
+        .await
+        .expect("delete bob");
+    pool.close().await;
+    s.complete_sent(
+        rows.iter()
+            .map(|r| sent(r.id, r.account, &format!("<r{}@mail>", r.id)))
+            .collect(),
+    )
+    .await
+    .expect("settled");
+    s.sync_outbox().await.expect("moved");
+    assert_eq!(
+        raw_count(
+            dir.path(),
+            "SELECT COUNT(*) FROM outbox WHERE state = 'sent'"
+        )
+        .await,
+        5
+    );
+    for r in &rows {
+        let stored = s.outbox_row(r.id).await.expect("read");
+        assert_eq!(
+            stored.is_some(),
+            r.account == a,
+            "row {} of {:?}",
+            r.id,
+            r.account
+        );
+    }
+    s.close().await;
+    assert_eq!(segments(dir.path()), 0);
+}

@@ -410,8 +410,8 @@ fn bridge_code(kind: BridgeKind) -> i64 {
 }
 
 /// For each of [`PUT_CHUNKS`]: a multi-row INSERT of whole rows with their ids, which
-/// leaves out a row whose id is taken (it reached the table first) or whose account is
-/// gone (deleting an account deletes its rows). Values that follow from others are
+/// leaves out a row whose id is taken (it reached the table first). Values that follow
+/// from others are
 /// written by the statement rather than bound: the bridge's name from its code, the state
 /// from whether the row has a foreign id (a sent row always has one), the first due time
 /// from the creation time.
@@ -428,7 +428,7 @@ static PUT_SQL: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
                 "INSERT OR IGNORE INTO outbox (id, bridge, account_id, recipient, payload, \
                  from_jid, stanza_id, want_receipt, state, attempts, next_attempt_at_ms, \
                  locked_until_ms, remote_message_id, thread, created_at_ms, updated_at_ms) \
-                 SELECT * FROM (VALUES ",
+                 VALUES ",
             );
             for r in 0..rows {
                 // ?1 id, ?2 bridge code, ?3 account, ?4 recipient, ?5 payload, ?6 from_jid,
@@ -459,19 +459,40 @@ static PUT_SQL: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
                     p(14),
                 );
             }
-            sql.push_str(
-                ") AS v WHERE EXISTS (SELECT 1 FROM accounts WHERE accounts.id = v.column3)",
-            );
             sql
         })
         .collect()
 });
 
 /// Inserts rows the journal held, whole, on the lane's connection (inside its write
-/// transaction); returns how many were not in the table yet.
+/// transaction); returns how many were not in the table yet. A row whose account is gone
+/// is left out (deleting an account deletes its rows): the accounts are looked up once
+/// here, in the same transaction, rather than by a subquery per row.
 fn lane_put(conn: &rusqlite::Connection, rows: &[Held]) -> Result<usize, StoreError> {
+    let mut accounts: Vec<(i64, bool)> = Vec::new();
+    let mut kept: Vec<&Held> = Vec::with_capacity(rows.len());
+    for h in rows {
+        let account = h
+            .view()
+            .ok_or_else(|| StoreError::Corrupt(format!("outbox journal row {}", h.id)))?
+            .account;
+        let exists = match accounts.iter().find(|(a, _)| *a == account) {
+            Some(&(_, exists)) => exists,
+            None => {
+                let exists = conn
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM accounts WHERE id = ?1)")
+                    .and_then(|mut s| s.query_row([account], |r| r.get::<_, bool>(0)))
+                    .map_err(lane_error)?;
+                accounts.push((account, exists));
+                exists
+            }
+        };
+        if exists {
+            kept.push(h);
+        }
+    }
     let mut inserted = 0;
-    chunked(rows, &PUT_CHUNKS, &PUT_SQL, |chunk, sql| {
+    chunked(&kept, &PUT_CHUNKS, &PUT_SQL, |chunk, sql| {
         let mut stmt = conn.prepare_cached(sql).map_err(lane_error)?;
         for (r, h) in chunk.iter().enumerate() {
             let b = r * PUT_COLUMNS;
