@@ -78,8 +78,14 @@ const PARSED_CACHE: usize = 256;
 
 thread_local! {
     /// Recently parsed JIDs by their text as received; emptied when full.
-    static PARSED: std::cell::RefCell<std::collections::HashMap<Box<str>, Jid>> =
-        std::cell::RefCell::new(std::collections::HashMap::with_capacity(PARSED_CACHE));
+    /// (foldhash: a few hundred entries at most, so a hasher built against flooding buys
+    /// nothing here and costs a SipHash of every JID twice per stanza.)
+    static PARSED: std::cell::RefCell<
+        std::collections::HashMap<Box<str>, Jid, foldhash::fast::RandomState>,
+    > = std::cell::RefCell::new(std::collections::HashMap::with_capacity_and_hasher(
+        PARSED_CACHE,
+        foldhash::fast::RandomState::default(),
+    ));
 }
 
 /// Parses and normalises a JID from a stanza attribute.

@@ -104,7 +104,7 @@ impl Receipt {
         out.push_str("\" to=\"");
         xml::escape_into(out, &self.to, true);
         out.push_str("\" id=\"rcpt-");
-        let _ = std::fmt::Write::write_fmt(out, format_args!("{}", self.row));
+        out.push_str(itoa::Buffer::new().format(self.row));
         out.push_str("\"><received xmlns=\"");
         out.push_str(crate::stanza::ns::RECEIPTS);
         out.push_str("\" id=\"");

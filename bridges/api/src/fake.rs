@@ -284,7 +284,7 @@ impl Session for FakeSession {
     async fn send(&self, to: &RemoteId, msg: &Outbound) -> Result<SendReceipt, BridgeError> {
         if self.bridge.sink {
             return Ok(SendReceipt {
-                remote_message_id: format!("fake-{}", msg.key),
+                remote_message_id: ["fake-", msg.key.as_str()].concat(),
                 delivered: true,
                 notice: None,
             });
