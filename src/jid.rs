@@ -1,6 +1,8 @@
 //! JIDs: parsing and normalising through the `jid` crate, and XEP-0106 escaping of
 //! localparts so that foreign ids with `@`, spaces or slashes can live in a JID.
 
+use std::sync::Arc;
+
 pub use jid::Jid;
 
 /// The ten characters XEP-0106 escapes, with their escape codes.
@@ -81,7 +83,7 @@ thread_local! {
     /// (foldhash: a few hundred entries at most, so a hasher built against flooding buys
     /// nothing here and costs a SipHash of every JID twice per stanza.)
     static PARSED: std::cell::RefCell<
-        std::collections::HashMap<Box<str>, Jid, foldhash::fast::RandomState>,
+        std::collections::HashMap<Box<str>, Arc<Jid>, foldhash::fast::RandomState>,
     > = std::cell::RefCell::new(std::collections::HashMap::with_capacity_and_hasher(
         PARSED_CACHE,
         foldhash::fast::RandomState::default(),
@@ -90,16 +92,22 @@ thread_local! {
 
 /// Parses and normalises a JID from a stanza attribute.
 pub fn parse(s: &str) -> Option<Jid> {
+    parse_shared(s).map(Arc::unwrap_or_clone)
+}
+
+/// [`parse`], sharing the remembered JID instead of copying it (a stanza's `from` and
+/// `to`: the same few JIDs over and over).
+pub fn parse_shared(s: &str) -> Option<Arc<Jid>> {
     if let Some(j) = PARSED.with(|c| c.borrow().get(s).cloned()) {
         return Some(j);
     }
-    let j = Jid::new(s).ok()?;
+    let j = Arc::new(Jid::new(s).ok()?);
     PARSED.with(|c| {
         let mut c = c.borrow_mut();
         if c.len() >= PARSED_CACHE {
             c.clear();
         }
-        c.insert(s.into(), j.clone());
+        c.insert(s.into(), Arc::clone(&j));
     });
     Some(j)
 }

@@ -6,6 +6,8 @@
 
 pub mod form;
 
+use std::sync::Arc;
+
 use crate::jid::{self, Jid};
 use crate::xml::{Element, NS_COMPONENT, NS_STANZA_ERRORS, Str};
 
@@ -40,8 +42,8 @@ pub enum Kind {
 #[derive(Clone, Debug)]
 pub struct Stanza {
     pub kind: Kind,
-    pub from: Jid,
-    pub to: Jid,
+    pub from: Arc<Jid>,
+    pub to: Arc<Jid>,
     /// The `type` attribute; the RFC 6120 default where absent (`normal` for messages,
     /// `available` for presence).
     pub typ: Str,
@@ -71,11 +73,11 @@ impl Stanza {
         };
         let from = el
             .attr("from")
-            .and_then(jid::parse)
+            .and_then(jid::parse_shared)
             .ok_or(StanzaError::BadFrom)?;
         let to = el
             .attr("to")
-            .and_then(jid::parse)
+            .and_then(jid::parse_shared)
             .ok_or(StanzaError::BadTo)?;
         let typ = Str::new(el.attr("type").unwrap_or(match kind {
             Kind::Message => "normal",
