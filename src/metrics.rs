@@ -129,12 +129,7 @@ impl Metrics {
     }
 
     pub fn stanza(&self, bridge: &'static str, direction: &'static str) {
-        self.stanzas(bridge, direction, 1);
-    }
-
-    /// Counts `n` stanzas at once (see [`Metrics::stanza`]).
-    pub fn stanzas(&self, bridge: &'static str, direction: &'static str, n: u64) {
-        self.stanza_counter(bridge, direction).add(n);
+        self.stanza_counter(bridge, direction).add(1);
     }
 
     /// The counter of stanzas of one bridge and direction, to count with directly.

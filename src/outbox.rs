@@ -373,18 +373,10 @@ impl Gateway {
     }
 
     /// The XEP-0184 receipt for a delivered message, from the contact.
-    pub async fn send_receipt(&self, row: &OutboxRow, contact: &str) {
-        if !row.want_receipt {
-            return;
+    pub async fn send_receipt(&self, row: OutboxRow, contact: String) {
+        if let Some(r) = receipt(row, contact) {
+            self.out.send_receipts(vec![r]).await;
         }
-        let Some(of) = &row.stanza_id else { return };
-        let r = Receipt {
-            from: contact.to_owned(),
-            to: row.from_jid.clone(),
-            row: row.id,
-            of: of.clone(),
-        };
-        self.out.send_receipts(vec![r]).await;
     }
 
     /// A message error telling the user their message will not arrive, and why.

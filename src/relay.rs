@@ -133,7 +133,7 @@ impl Gateway {
             Err(e) => tracing::warn!("store: {e}"),
         }
         match event {
-            RemoteEvent::Delivered { .. } => self.send_receipt(&row, &contact).await,
+            RemoteEvent::Delivered { .. } => self.send_receipt(row, contact).await,
             RemoteEvent::Failed { error, .. } => {
                 let _ = self.store.mark_failed(row.id, &error.text).await;
                 self.metrics.message(self.kind.as_str(), "out", "error");

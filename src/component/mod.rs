@@ -424,7 +424,7 @@ async fn connect_once(
                         loop {
                             match reader.next().await {
                                 Ok(StreamEvent::Stanza(e)) => {
-                                    metrics.stanza(cfg.bridge, "in");
+                                    stanzas_in.add(1);
                                     if inbound.send(e).await.is_err() {
                                         break;
                                     }

@@ -82,7 +82,6 @@ pub(crate) struct RowView<'a> {
     pub(crate) id: i64,
     pub(crate) created_at_ms: i64,
     pub(crate) attempts: i64,
-    pub(crate) bridge: &'a str,
     pub(crate) account: i64,
     pub(crate) recipient: &'a str,
     pub(crate) payload: &'a str,
@@ -781,8 +780,7 @@ fn decode_accept<'a>(r: &mut Reader<'a>) -> Option<(RowView<'a>, BridgeKind)> {
     let id = r.i64()?;
     let created_at_ms = r.i64()?;
     let attempts = r.i64()?;
-    let bridge = r.str()?;
-    let kind = parse_bridge(bridge).ok()?;
+    let kind = parse_bridge(r.str()?).ok()?;
     let account = r.i64()?;
     let recipient = r.str()?;
     let payload = r.str()?;
@@ -794,7 +792,6 @@ fn decode_accept<'a>(r: &mut Reader<'a>) -> Option<(RowView<'a>, BridgeKind)> {
             id,
             created_at_ms,
             attempts,
-            bridge,
             account,
             recipient,
             payload,

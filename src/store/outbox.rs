@@ -411,10 +411,9 @@ fn bridge_code(kind: BridgeKind) -> i64 {
 
 /// For each of [`PUT_CHUNKS`]: a multi-row INSERT of whole rows with their ids, which
 /// leaves out a row whose id is taken (it reached the table first). Values that follow
-/// from others are
-/// written by the statement rather than bound: the bridge's name from its code, the state
-/// from whether the row has a foreign id (a sent row always has one), the first due time
-/// from the creation time.
+/// from others are written by the statement rather than bound: the bridge's name from its
+/// code, the state from whether the row has a foreign id (a sent row always has one), the
+/// first due time from the creation time.
 static PUT_SQL: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
     use std::fmt::Write;
     let mut bridge_names = String::new();
@@ -470,12 +469,12 @@ static PUT_SQL: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
 /// here, in the same transaction, rather than by a subquery per row.
 fn lane_put(conn: &rusqlite::Connection, rows: &[Held]) -> Result<usize, StoreError> {
     let mut accounts: Vec<(i64, bool)> = Vec::new();
-    let mut kept: Vec<&Held> = Vec::with_capacity(rows.len());
+    let mut kept = Vec::with_capacity(rows.len());
     for h in rows {
-        let account = h
+        let v = h
             .view()
-            .ok_or_else(|| StoreError::Corrupt(format!("outbox journal row {}", h.id)))?
-            .account;
+            .ok_or_else(|| StoreError::Corrupt(format!("outbox journal row {}", h.id)))?;
+        let account = v.account;
         let exists = match accounts.iter().find(|(a, _)| *a == account) {
             Some(&(_, exists)) => exists,
             None => {
@@ -488,17 +487,14 @@ fn lane_put(conn: &rusqlite::Connection, rows: &[Held]) -> Result<usize, StoreEr
             }
         };
         if exists {
-            kept.push(h);
+            kept.push((h, v));
         }
     }
     let mut inserted = 0;
     chunked(&kept, &PUT_CHUNKS, &PUT_SQL, |chunk, sql| {
         let mut stmt = conn.prepare_cached(sql).map_err(lane_error)?;
-        for (r, h) in chunk.iter().enumerate() {
+        for (r, (h, v)) in chunk.iter().enumerate() {
             let b = r * PUT_COLUMNS;
-            let v = h
-                .view()
-                .ok_or_else(|| StoreError::Corrupt(format!("outbox journal row {}", h.id)))?;
             let (locked_until, remote, thread, updated) = match &h.sent {
                 Some(s) => (0, Some(s.remote.as_str()), s.thread.as_deref(), s.at),
                 None => (h.lease_until, None, None, v.created_at_ms),
