@@ -120,8 +120,15 @@ pub fn bare(j: &Jid) -> String {
 
 /// [`bare`] without a copy.
 pub fn bare_str(j: &Jid) -> &str {
+    // The resource is the tail after the first `/`: cutting it off by its length needs
+    // no search.
     let s = j.as_str();
-    s.split_once('/').map_or(s, |(bare, _)| bare)
+    match j.resource() {
+        Some(r) => s
+            .get(..s.len().saturating_sub(r.as_str().len() + 1))
+            .unwrap_or(s),
+        None => s,
+    }
 }
 
 /// The localpart of a JID as text, if any.
@@ -137,6 +144,20 @@ pub fn domain(j: &Jid) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bare_str_cuts_the_resource_at_its_first_slash() {
+        for (full, bare) in [
+            ("juliet@example.com/balcony", "juliet@example.com"),
+            ("juliet@example.com/a/b@c", "juliet@example.com"),
+            ("juliet@example.com", "juliet@example.com"),
+            ("example.com/res", "example.com"),
+            ("example.com", "example.com"),
+        ] {
+            let j = Jid::new(full).expect("valid JID");
+            assert_eq!(bare_str(&j), bare, "{full}");
+        }
+    }
 
     #[test]
     fn xep0106_examples_round_trip() {

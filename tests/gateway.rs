@@ -340,6 +340,37 @@ async fn permanent_failure_comes_back_as_a_message_error() {
 }
 
 #[tokio::test]
+async fn a_send_that_panics_spares_the_rest_of_its_pass() {
+    let mut h = harness(false).await;
+    h.recv("<message type='chat' from='alice@example.org/phone' to='panic-now@gw.example.org' id='p1'><body>boom</body><request xmlns='urn:xmpp:receipts'/></message>").await;
+    h.recv("<message type='chat' from='alice@example.org/phone' to='bob@gw.example.org' id='p2'><body>hello</body><request xmlns='urn:xmpp:receipts'/></message>").await;
+    let receipt = h
+        .next_where(|e| e.child("received", "urn:xmpp:receipts").is_some())
+        .await;
+    assert_eq!(
+        receipt
+            .child("received", "urn:xmpp:receipts")
+            .and_then(|r| r.attr("id")),
+        Some("p2"),
+        "only the message whose send did not panic gets a receipt"
+    );
+    let sent = h.fake.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1, RemoteId("bob".into()));
+    // The worker is still running: a later message goes through too.
+    h.recv("<message type='chat' from='alice@example.org/phone' to='carol@gw.example.org' id='p3'><body>again</body><request xmlns='urn:xmpp:receipts'/></message>").await;
+    let receipt = h
+        .next_where(|e| e.child("received", "urn:xmpp:receipts").is_some())
+        .await;
+    assert_eq!(
+        receipt
+            .child("received", "urn:xmpp:receipts")
+            .and_then(|r| r.attr("id")),
+        Some("p3")
+    );
+}
+
+#[tokio::test]
 async fn malformed_contact_address_is_jid_malformed() {
     let mut h = harness(false).await;
     h.recv("<message type='chat' from='alice@example.org/phone' to='NOT\\20valid@gw.example.org' id='m3'><body>hi</body></message>").await;

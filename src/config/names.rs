@@ -133,12 +133,18 @@ pub(super) fn normalize_allowed(s: &str) -> Result<String, String> {
 
 /// Lowercases a JID and drops its resource, if any.
 pub(super) fn bare_lower(jid: &str) -> std::borrow::Cow<'_, str> {
-    let bare = match jid.split_once('/') {
-        Some((bare, _)) => bare,
+    // Byte searches: `str`'s pattern machinery costs more than the whole check on JIDs
+    // this short, and it runs for every stanza. `/` is ASCII, so the cut is on a char
+    // boundary.
+    let bare = match jid.bytes().position(|b| b == b'/') {
+        Some(i) => &jid[..i],
         None => jid,
     };
     // JIDs from the server are normalised already: most need no copy.
-    if !bare.is_ascii() || bare.bytes().any(|b| b.is_ascii_uppercase()) {
+    if bare
+        .bytes()
+        .any(|b| !b.is_ascii() || b.is_ascii_uppercase())
+    {
         std::borrow::Cow::Owned(bare.to_lowercase())
     } else {
         std::borrow::Cow::Borrowed(bare)
@@ -147,7 +153,10 @@ pub(super) fn bare_lower(jid: &str) -> std::borrow::Cow<'_, str> {
 
 /// Whether a normalized `allowed` pattern matches a lowercased bare JID.
 pub(super) fn allowed_matches(pattern: &str, jid: &str) -> bool {
-    let domain = jid.rsplit_once('@').map_or(jid, |(_, d)| d);
+    let domain = match jid.bytes().rposition(|b| b == b'@') {
+        Some(i) => &jid[i + 1..],
+        None => jid,
+    };
     if pattern == "*" {
         return true;
     }
@@ -157,7 +166,7 @@ pub(super) fn allowed_matches(pattern: &str, jid: &str) -> bool {
                 .strip_suffix(parent)
                 .is_some_and(|head| head.ends_with('.'));
     }
-    if pattern.contains('@') {
+    if pattern.as_bytes().contains(&b'@') {
         return jid == pattern;
     }
     domain == pattern

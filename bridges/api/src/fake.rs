@@ -5,7 +5,8 @@
 //! `reject` fails permanently (recipient unavailable); one that starts with `flaky` fails
 //! transiently on its first two attempts; one that starts with `slow` is counted as begun
 //! ([`FakeBridge::wait_begun`]) and takes half a second before it succeeds, like a slow
-//! upstream; every other send succeeds and is recorded.
+//! upstream; one that starts with `panic` panics, like a buggy bridge; every other send
+//! succeeds and is recorded.
 //! Registering with the password `wrong` is refused with `NotAuthorized`.
 
 use std::collections::HashMap;
@@ -288,6 +289,9 @@ impl Session for FakeSession {
                 delivered: true,
                 notice: None,
             });
+        }
+        if to.0.starts_with("panic") {
+            panic!("fake bridge: told to panic by the address {}", to.0);
         }
         if to.0.starts_with("slow") {
             self.bridge.lock().begun += 1;
