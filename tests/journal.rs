@@ -243,10 +243,11 @@ async fn a_close_right_after_a_flush_leaves_no_journal_and_every_row_settled() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = open(dir.path()).await;
     let a = alice(&s).await;
-    // More settled rows than one group: a move into the table starts on its own, and the
-    // close comes while it is on its way.
+    // More settled rows than one move (2,048): a move into the table starts on its own,
+    // and the close comes while it is on its way. 2,100 rows also take every statement
+    // size a move has (64, 8 and 1 rows).
     let rows = s
-        .enqueue_claimed((0..300).map(|n| message(a, n, 10)).collect(), 60_000)
+        .enqueue_claimed((0..2_100).map(|n| message(a, n, 10)).collect(), 60_000)
         .await
         .expect("stored");
     s.complete_sent(
@@ -264,7 +265,7 @@ async fn a_close_right_after_a_flush_leaves_no_journal_and_every_row_settled() {
             "SELECT COUNT(*) FROM outbox WHERE state = 'sent' AND remote_message_id IS NOT NULL"
         )
         .await,
-        300
+        2_100
     );
 }
 

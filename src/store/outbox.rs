@@ -12,7 +12,7 @@ use ferry_bridge_api::{AccountId, BridgeKind};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::journal::{Held, ID_BLOCK, Journal, Taken};
+use super::journal::{Held, ID_BLOCK, Journal, RowView, Taken};
 use super::lane::{Lane, lane_error};
 use super::{Backend, Store, StoreError, get_bool, now_ms, parse_bridge};
 
@@ -490,37 +490,60 @@ fn lane_put(conn: &rusqlite::Connection, rows: &[Held]) -> Result<usize, StoreEr
             kept.push((h, v));
         }
     }
+    // Every chunk of one size runs through one statement taken from rusqlite's cache once:
+    // taking it hashes, compares and copies its text (about 12 KB for 64 rows) and giving
+    // it back clears its 896 parameters, together about 1,400 instructions per row when
+    // that was done per chunk.
     let mut inserted = 0;
-    chunked(&kept, &PUT_CHUNKS, &PUT_SQL, |chunk, sql| {
-        let mut stmt = conn.prepare_cached(sql).map_err(lane_error)?;
-        for (r, (h, v)) in chunk.iter().enumerate() {
-            let b = r * PUT_COLUMNS;
-            let (locked_until, remote, thread, updated) = match &h.sent {
-                Some(s) => (0, Some(s.remote.as_str()), s.thread.as_deref(), s.at),
-                None => (h.lease_until, None, None, v.created_at_ms),
-            };
-            let e = lane_error;
-            stmt.raw_bind_parameter(b + 1, v.id).map_err(e)?;
-            stmt.raw_bind_parameter(b + 2, bridge_code(h.bridge))
-                .map_err(e)?;
-            stmt.raw_bind_parameter(b + 3, v.account).map_err(e)?;
-            stmt.raw_bind_parameter(b + 4, v.recipient).map_err(e)?;
-            stmt.raw_bind_parameter(b + 5, v.payload).map_err(e)?;
-            stmt.raw_bind_parameter(b + 6, v.from_jid).map_err(e)?;
-            stmt.raw_bind_parameter(b + 7, v.stanza_id).map_err(e)?;
-            stmt.raw_bind_parameter(b + 8, v.want_receipt).map_err(e)?;
-            stmt.raw_bind_parameter(b + 9, v.attempts).map_err(e)?;
-            stmt.raw_bind_parameter(b + 10, v.created_at_ms)
-                .map_err(e)?;
-            stmt.raw_bind_parameter(b + 11, locked_until).map_err(e)?;
-            stmt.raw_bind_parameter(b + 12, remote).map_err(e)?;
-            stmt.raw_bind_parameter(b + 13, thread).map_err(e)?;
-            stmt.raw_bind_parameter(b + 14, updated).map_err(e)?;
+    let mut rest = &kept[..];
+    for (&size, sql) in PUT_CHUNKS.iter().zip(PUT_SQL.iter()) {
+        let whole = rest.len() / size * size;
+        if whole == 0 {
+            continue;
         }
-        inserted += stmt.raw_execute().map_err(lane_error)?;
-        Ok(())
-    })?;
+        let mut stmt = conn.prepare_cached(sql).map_err(lane_error)?;
+        for chunk in rest[..whole].chunks_exact(size) {
+            for (r, (h, v)) in chunk.iter().enumerate() {
+                bind_put_row(&mut stmt, r * PUT_COLUMNS, h, v).map_err(lane_error)?;
+            }
+            inserted += stmt.raw_execute().map_err(lane_error)?;
+        }
+        rest = &rest[whole..];
+    }
+    if !rest.is_empty() {
+        return Err(StoreError::Corrupt(format!(
+            "no statement for the last {} rows",
+            rest.len()
+        )));
+    }
     Ok(inserted)
+}
+
+/// Binds one row of [`PUT_SQL`], whose parameters start after `b`.
+fn bind_put_row(
+    stmt: &mut rusqlite::Statement<'_>,
+    b: usize,
+    h: &Held,
+    v: &RowView<'_>,
+) -> rusqlite::Result<()> {
+    let (locked_until, remote, thread, updated) = match &h.sent {
+        Some(s) => (0, Some(s.remote.as_str()), s.thread.as_deref(), s.at),
+        None => (h.lease_until, None, None, v.created_at_ms),
+    };
+    stmt.raw_bind_parameter(b + 1, v.id)?;
+    stmt.raw_bind_parameter(b + 2, bridge_code(h.bridge))?;
+    stmt.raw_bind_parameter(b + 3, v.account)?;
+    stmt.raw_bind_parameter(b + 4, v.recipient)?;
+    stmt.raw_bind_parameter(b + 5, v.payload)?;
+    stmt.raw_bind_parameter(b + 6, v.from_jid)?;
+    stmt.raw_bind_parameter(b + 7, v.stanza_id)?;
+    stmt.raw_bind_parameter(b + 8, v.want_receipt)?;
+    stmt.raw_bind_parameter(b + 9, v.attempts)?;
+    stmt.raw_bind_parameter(b + 10, v.created_at_ms)?;
+    stmt.raw_bind_parameter(b + 11, locked_until)?;
+    stmt.raw_bind_parameter(b + 12, remote)?;
+    stmt.raw_bind_parameter(b + 13, thread)?;
+    stmt.raw_bind_parameter(b + 14, updated)
 }
 
 /// Reserves `n` ids from the outbox's AUTOINCREMENT counter, which SQLite never hands out
