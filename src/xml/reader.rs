@@ -170,20 +170,31 @@ impl Builder {
             }
             let attr = attr.map_err(|e| XmlError::NotWellFormed(e.to_string()))?;
             let key = attr.key.0;
-            // Only a reference or a tab or line break makes normalising change anything.
-            let value = if attr
+            // Nearly every value is printable ASCII without a reference: one pass proves
+            // it needs no normalising and holds only XML characters.
+            let plain = attr
                 .value
                 .bytes()
-                .any(|b| matches!(b, b'&' | b'\t' | b'\n' | b'\r'))
-            {
-                attr.normalized_value(XmlVersion::Implicit1_0)
-                    .map_err(|_| XmlError::Restricted("entity reference in attribute"))?
-            } else {
+                .all(|b| (0x20..0x80).contains(&b) && b != b'&');
+            let value = if plain {
                 attr.value
+            } else {
+                // Only a reference or a tab or line break makes normalising change anything.
+                let value = if attr
+                    .value
+                    .bytes()
+                    .any(|b| matches!(b, b'&' | b'\t' | b'\n' | b'\r'))
+                {
+                    attr.normalized_value(XmlVersion::Implicit1_0)
+                        .map_err(|_| XmlError::Restricted("entity reference in attribute"))?
+                } else {
+                    attr.value
+                };
+                if !all_xml_chars(&value) {
+                    return Err(XmlError::NotWellFormed("illegal character".into()));
+                }
+                value
             };
-            if !all_xml_chars(&value) {
-                return Err(XmlError::NotWellFormed("illegal character".into()));
-            }
             if key == "xmlns" {
                 self.scopes.push((Str::default(), Str::from(value)));
             } else if let Some(p) = key.strip_prefix("xmlns:") {
@@ -486,6 +497,18 @@ mod tests {
         assert_eq!(e.attr("id"), Some("x&yA"));
         assert_eq!(e.attr("type"), Some("a b c"));
         assert_eq!(e.attr("to"), Some("a@b"));
+        // Past the printable-ASCII fast path: other characters are checked one by one.
+        let e = parse_element(
+            "<message to='caf\u{e9}@b' id='\u{1F600}\u{7f}'/>",
+            NS_COMPONENT,
+        )
+        .expect("parses");
+        assert_eq!(e.attr("to"), Some("caf\u{e9}@b"));
+        assert_eq!(e.attr("id"), Some("\u{1F600}\u{7f}"));
+        for bad in ["<message id='a\u{1}b'/>", "<message id='\u{1f}'/>"] {
+            let err = parse_element(bad, NS_COMPONENT).expect_err(bad);
+            assert_eq!(err.condition(), Some("not-well-formed"), "{bad}: {err}");
+        }
         for bad in [
             "<message to='a' id='1' to='b'/>",
             "<message xml:lang='en' xml:lang='de'/>",
