@@ -5,7 +5,9 @@
 //! ferry gateway; ferry runs in a child process with the fake bridge, stores each message
 //! in its SQLite outbox, hands it to the bridge and sends the receipt back. The run ends when
 //! every receipt has arrived. CPU is read from /proc for the ferry and Prosody processes
-//! only (the client's own CPU is not counted). Run with `cargo bench --bench e2e`;
+//! only (the client's own CPU is not counted); ferry's is taken again after it has stopped
+//! (it reports it), so that the outbox journal's last rows, which it moves into SQLite at
+//! shutdown, count too. Run with `cargo bench --bench e2e`;
 //! `BENCH_MESSAGES` sets N; `BENCH_IDS=random` gives the messages random-looking ids, as
 //! real clients do, instead of `m0`, `m1`, …; `BENCH_CHILD_WRAPPER` runs ferry under a tool
 //! (`valgrind --tool=dhat`, to count allocations per message).
