@@ -128,10 +128,6 @@ impl Metrics {
         });
     }
 
-    pub fn stanza(&self, bridge: &'static str, direction: &'static str) {
-        self.stanza_counter(bridge, direction).add(1);
-    }
-
     /// The counter of stanzas of one bridge and direction, to count with directly.
     pub fn stanza_counter(&self, bridge: &'static str, direction: &'static str) -> Counter {
         self.handle((
@@ -263,8 +259,9 @@ mod tests {
     #[test]
     fn renders_prometheus_text() {
         let m = Metrics::default();
-        m.stanza("rss", "in");
-        m.stanza("rss", "in");
+        let rss_in = m.stanza_counter("rss", "in");
+        rss_in.add(1);
+        rss_in.add(1);
         m.message("email", "out", "ok");
         m.set_connected("sms", true);
         let text = m.render();

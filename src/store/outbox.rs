@@ -290,38 +290,49 @@ static LANE_SQL: std::sync::LazyLock<Vec<(String, String)>> = std::sync::LazyLoc
         .collect()
 });
 
-/// Calls `each` with `rows` cut into chunks of [`LANE_CHUNKS`] sizes, largest first, and
-/// the statement texts for each chunk's size.
+/// [`chunked`] with [`LANE_CHUNKS`] and the statement `pick` chooses of [`LANE_SQL`]'s pair.
 fn in_chunks<T>(
+    conn: &rusqlite::Connection,
     rows: &[T],
-    each: impl FnMut(&[T], &'static (String, String)) -> Result<(), StoreError>,
+    pick: fn(&'static (String, String)) -> &'static str,
+    each: impl FnMut(&mut rusqlite::Statement<'_>, &[T]) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    chunked(rows, &LANE_CHUNKS, &LANE_SQL, each)
+    chunked(conn, rows, &LANE_CHUNKS, &LANE_SQL, pick, each)
 }
 
 /// Calls `each` with `rows` cut into chunks of the `sizes` (largest first; the last must
-/// be 1) and the statement for each chunk's size, `statements[i]` for `sizes[i]`.
+/// be 1) and the prepared statement for each chunk's size, `sql(&statements[i])` for
+/// `sizes[i]`. A statement is taken from rusqlite's cache once per size, not per chunk:
+/// taking it hashes, compares and copies its text (about 12 KB for 64 rows) and giving it
+/// back clears its parameters, about 1,400 instructions per row when done per chunk.
 fn chunked<T, S>(
+    conn: &rusqlite::Connection,
     rows: &[T],
     sizes: &[usize],
     statements: &'static [S],
-    mut each: impl FnMut(&[T], &'static S) -> Result<(), StoreError>,
+    sql: impl Fn(&'static S) -> &'static str,
+    mut each: impl FnMut(&mut rusqlite::Statement<'_>, &[T]) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let mut rest = rows;
-    while !rest.is_empty() {
-        let i = sizes
-            .iter()
-            .position(|&n| n <= rest.len())
-            .unwrap_or(sizes.len() - 1);
-        let (chunk, tail) = rest.split_at(sizes[i].min(rest.len()));
-        rest = tail;
-        let Some(sql) = statements.get(i) else {
-            return Err(StoreError::Corrupt(format!(
-                "no statement for {} rows",
-                sizes[i]
-            )));
+    for (i, &size) in sizes.iter().enumerate() {
+        let whole = rest.len() / size.max(1) * size;
+        if whole == 0 {
+            continue;
+        }
+        let Some(text) = statements.get(i) else {
+            return Err(StoreError::Corrupt(format!("no statement for {size} rows")));
         };
-        each(chunk, sql)?;
+        let mut stmt = conn.prepare_cached(sql(text)).map_err(lane_error)?;
+        for chunk in rest[..whole].chunks_exact(size) {
+            each(&mut stmt, chunk)?;
+        }
+        rest = &rest[whole..];
+    }
+    if !rest.is_empty() {
+        return Err(StoreError::Corrupt(format!(
+            "no chunk size for the last {} rows",
+            rest.len()
+        )));
     }
     Ok(())
 }
@@ -336,63 +347,71 @@ fn lane_insert(
     locked_until_ms: i64,
 ) -> Result<Vec<i64>, StoreError> {
     let mut ids = Vec::with_capacity(msgs.len());
-    in_chunks(msgs, |chunk, (sql, _)| {
-        let mut stmt = conn.prepare_cached(sql).map_err(lane_error)?;
-        stmt.raw_bind_parameter(1, attempts).map_err(lane_error)?;
-        stmt.raw_bind_parameter(2, now).map_err(lane_error)?;
-        stmt.raw_bind_parameter(3, locked_until_ms)
-            .map_err(lane_error)?;
-        for (r, msg) in chunk.iter().enumerate() {
-            let b = 3 + r * 7;
-            stmt.raw_bind_parameter(b + 1, msg.bridge.as_str())
+    in_chunks(
+        conn,
+        msgs,
+        |(insert, _)| insert,
+        |stmt, chunk| {
+            stmt.raw_bind_parameter(1, attempts).map_err(lane_error)?;
+            stmt.raw_bind_parameter(2, now).map_err(lane_error)?;
+            stmt.raw_bind_parameter(3, locked_until_ms)
                 .map_err(lane_error)?;
-            stmt.raw_bind_parameter(b + 2, msg.account.0)
-                .map_err(lane_error)?;
-            stmt.raw_bind_parameter(b + 3, &msg.recipient)
-                .map_err(lane_error)?;
-            stmt.raw_bind_parameter(b + 4, &msg.payload)
-                .map_err(lane_error)?;
-            stmt.raw_bind_parameter(b + 5, &msg.from_jid)
-                .map_err(lane_error)?;
-            stmt.raw_bind_parameter(b + 6, &msg.stanza_id)
-                .map_err(lane_error)?;
-            stmt.raw_bind_parameter(b + 7, msg.want_receipt)
-                .map_err(lane_error)?;
-        }
-        let inserted = stmt.raw_execute().map_err(lane_error)?;
-        // Without RETURNING (SQLite buffers RETURNING rows in a temporary b-tree, which
-        // costs more than the insert): an AUTOINCREMENT table gives the rows of one
-        // statement consecutive ids, each one more than the largest ever, so the last id
-        // tells them all.
-        let n = chunk.len();
-        if inserted != n {
-            return Err(StoreError::Corrupt(format!(
-                "inserted {inserted} outbox rows of {n}"
-            )));
-        }
-        let last = conn.last_insert_rowid();
-        ids.extend((last + 1 - n as i64)..=last);
-        Ok(())
-    })?;
+            for (r, msg) in chunk.iter().enumerate() {
+                let b = 3 + r * 7;
+                stmt.raw_bind_parameter(b + 1, msg.bridge.as_str())
+                    .map_err(lane_error)?;
+                stmt.raw_bind_parameter(b + 2, msg.account.0)
+                    .map_err(lane_error)?;
+                stmt.raw_bind_parameter(b + 3, &msg.recipient)
+                    .map_err(lane_error)?;
+                stmt.raw_bind_parameter(b + 4, &msg.payload)
+                    .map_err(lane_error)?;
+                stmt.raw_bind_parameter(b + 5, &msg.from_jid)
+                    .map_err(lane_error)?;
+                stmt.raw_bind_parameter(b + 6, &msg.stanza_id)
+                    .map_err(lane_error)?;
+                stmt.raw_bind_parameter(b + 7, msg.want_receipt)
+                    .map_err(lane_error)?;
+            }
+            let inserted = stmt.raw_execute().map_err(lane_error)?;
+            // Without RETURNING (SQLite buffers RETURNING rows in a temporary b-tree, which
+            // costs more than the insert): an AUTOINCREMENT table gives the rows of one
+            // statement consecutive ids, each one more than the largest ever, so the last id
+            // tells them all.
+            let n = chunk.len();
+            if inserted != n {
+                return Err(StoreError::Corrupt(format!(
+                    "inserted {inserted} outbox rows of {n}"
+                )));
+            }
+            let last = conn.last_insert_rowid();
+            ids.extend((last + 1 - n as i64)..=last);
+            Ok(())
+        },
+    )?;
     Ok(ids)
 }
 
 /// Settles `done` as sent on the lane's connection (inside its write transaction).
 fn lane_settle(conn: &rusqlite::Connection, done: &[SentRow], now: i64) -> Result<(), StoreError> {
-    in_chunks(done, |chunk, (_, sql)| {
-        let mut stmt = conn.prepare_cached(sql).map_err(lane_error)?;
-        stmt.raw_bind_parameter(1, now).map_err(lane_error)?;
-        for (r, d) in chunk.iter().enumerate() {
-            let b = 1 + r * 3;
-            stmt.raw_bind_parameter(b + 1, d.id).map_err(lane_error)?;
-            stmt.raw_bind_parameter(b + 2, &d.remote_message_id)
-                .map_err(lane_error)?;
-            stmt.raw_bind_parameter(b + 3, &d.thread)
-                .map_err(lane_error)?;
-        }
-        stmt.raw_execute().map_err(lane_error)?;
-        Ok(())
-    })
+    in_chunks(
+        conn,
+        done,
+        |(_, settle)| settle,
+        |stmt, chunk| {
+            stmt.raw_bind_parameter(1, now).map_err(lane_error)?;
+            for (r, d) in chunk.iter().enumerate() {
+                let b = 1 + r * 3;
+                stmt.raw_bind_parameter(b + 1, d.id).map_err(lane_error)?;
+                stmt.raw_bind_parameter(b + 2, &d.remote_message_id)
+                    .map_err(lane_error)?;
+                stmt.raw_bind_parameter(b + 3, &d.thread)
+                    .map_err(lane_error)?;
+            }
+            stmt.raw_execute().map_err(lane_error)?;
+            Ok(())
+        },
+    )
 }
 
 /// Sizes of the chunks [`lane_put`] writes rows in, largest first.
@@ -490,32 +509,21 @@ fn lane_put(conn: &rusqlite::Connection, rows: &[Held]) -> Result<usize, StoreEr
             kept.push((h, v));
         }
     }
-    // Every chunk of one size runs through one statement taken from rusqlite's cache once:
-    // taking it hashes, compares and copies its text (about 12 KB for 64 rows) and giving
-    // it back clears its 896 parameters, together about 1,400 instructions per row when
-    // that was done per chunk.
     let mut inserted = 0;
-    let mut rest = &kept[..];
-    for (&size, sql) in PUT_CHUNKS.iter().zip(PUT_SQL.iter()) {
-        let whole = rest.len() / size * size;
-        if whole == 0 {
-            continue;
-        }
-        let mut stmt = conn.prepare_cached(sql).map_err(lane_error)?;
-        for chunk in rest[..whole].chunks_exact(size) {
+    chunked(
+        conn,
+        &kept,
+        &PUT_CHUNKS,
+        &PUT_SQL,
+        String::as_str,
+        |stmt, chunk| {
             for (r, (h, v)) in chunk.iter().enumerate() {
-                bind_put_row(&mut stmt, r * PUT_COLUMNS, h, v).map_err(lane_error)?;
+                bind_put_row(stmt, r * PUT_COLUMNS, h, v).map_err(lane_error)?;
             }
             inserted += stmt.raw_execute().map_err(lane_error)?;
-        }
-        rest = &rest[whole..];
-    }
-    if !rest.is_empty() {
-        return Err(StoreError::Corrupt(format!(
-            "no statement for the last {} rows",
-            rest.len()
-        )));
-    }
+            Ok(())
+        },
+    )?;
     Ok(inserted)
 }
 

@@ -176,25 +176,22 @@ impl Builder {
                 .value
                 .bytes()
                 .all(|b| (0x20..0x80).contains(&b) && b != b'&');
-            let value = if plain {
-                attr.value
-            } else {
-                // Only a reference or a tab or line break makes normalising change anything.
-                let value = if attr
+            // Otherwise only a reference or a tab or line break makes normalising change
+            // anything.
+            let value = if !plain
+                && attr
                     .value
                     .bytes()
                     .any(|b| matches!(b, b'&' | b'\t' | b'\n' | b'\r'))
-                {
-                    attr.normalized_value(XmlVersion::Implicit1_0)
-                        .map_err(|_| XmlError::Restricted("entity reference in attribute"))?
-                } else {
-                    attr.value
-                };
-                if !all_xml_chars(&value) {
-                    return Err(XmlError::NotWellFormed("illegal character".into()));
-                }
-                value
+            {
+                attr.normalized_value(XmlVersion::Implicit1_0)
+                    .map_err(|_| XmlError::Restricted("entity reference in attribute"))?
+            } else {
+                attr.value
             };
+            if !plain && !all_xml_chars(&value) {
+                return Err(XmlError::NotWellFormed("illegal character".into()));
+            }
             if key == "xmlns" {
                 self.scopes.push((Str::default(), Str::from(value)));
             } else if let Some(p) = key.strip_prefix("xmlns:") {
